@@ -1,0 +1,504 @@
+"""An offline emulator of the Semansys identity server and a protected echo API.
+
+A real HTTP server (``http.server``, one thread per connection) on 127.0.0.1, so
+that code under test talks to it exactly as it would to Semansys: through its
+own HTTP client, its own connection pool and real sockets.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from .._protocol import mask_username
+
+if TYPE_CHECKING:
+    from .._auth import SemansysAuth
+
+__all__ = ["Dialect", "RecordedRequest", "SemansysEmulator"]
+
+Dialect = Literal["semansys", "identityserver", "openiddict"]
+_DIALECTS = ("semansys", "identityserver", "openiddict")
+
+_HTML_PAGE = (
+    "<!DOCTYPE html><html><head><title>{status} {reason}</title>"
+    "<style>body{{font-family:sans-serif}}</style></head>"
+    "<body><h1>{status} {reason}</h1><p>The upstream server did not answer in time.</p>"
+    "<hr><address>emulated proxy</address></body></html>"
+)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the emulator saw. Secrets are never recorded; the user is masked."""
+
+    kind: Literal["token", "api"]
+    method: str
+    path: str
+    status: int
+    grant_type: str | None = None
+    client_id: str | None = None
+    username: str | None = None
+    api_version: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Failure:
+    status: int
+    html: bool
+    error: str | None
+    retry_after: str | None
+    body: bytes | None
+
+
+@dataclass
+class _Issued:
+    username: str
+    client_id: str
+    scope: str
+    expires_at: float
+
+
+class SemansysEmulator:
+    """A Semansys-style identity server and protected API on loopback, for tests.
+
+    Use as a context manager (or call :meth:`start` / :meth:`stop`)::
+
+        with SemansysEmulator() as emulator:
+            session.auth = emulator.auth()
+            session.get(emulator.api_url + "/reports")
+
+    Endpoints: ``POST /connect/token`` (password and refresh_token grants, client
+    credentials in the form), and ``/api/<anything>``: any method, answers 200 with
+    a JSON echo of the request when it carries a valid bearer token, else 401 with
+    ``WWW-Authenticate: Bearer error="invalid_token"``. ``/api/redirect?to=URL``
+    answers a 302 to ``URL`` (for redirect tests).
+
+    Test controls: :meth:`expire_access_tokens`, :meth:`revoke_refresh_tokens`,
+    :meth:`fail_next`, ``token_delay``, ``dialect`` and the :attr:`requests` log.
+    """
+
+    CLIENT_ID = "demo-client"
+    CLIENT_SECRET = "demo-client-secret"
+    USERNAME = "demo@example.com"
+    PASSWORD = "demo-password"
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_token_lifetime: float = 3600,
+        refresh_token_lifetime: float = 30 * 24 * 3600,
+        issue_refresh_tokens: bool = True,
+        rotate_refresh_tokens: bool = True,
+        send_expires_in: bool = True,
+        dialect: Dialect = "semansys",
+        token_delay: float = 0.0,
+        scope: str = "read write",
+        client_id: str = CLIENT_ID,
+        client_secret: str = CLIENT_SECRET,
+        username: str = USERNAME,
+        password: str = PASSWORD,
+        require_api_version: bool = False,
+    ) -> None:
+        if dialect not in _DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(_DIALECTS)}, got {dialect!r}")
+        self.host = host
+        self._requested_port = port
+        self.access_token_lifetime = access_token_lifetime
+        self.refresh_token_lifetime = refresh_token_lifetime
+        self.issue_refresh_tokens = issue_refresh_tokens
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.send_expires_in = send_expires_in
+        self.dialect: Dialect = dialect
+        self.token_delay = token_delay
+        self.scope = scope
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.username = username
+        self.password = password
+        self.require_api_version = require_api_version
+        self._key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        self._access: dict[str, _Issued] = {}
+        self._refresh: dict[str, _Issued] = {}
+        self._failures: deque[_Failure] = deque()
+        self._log: list[RecordedRequest] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> SemansysEmulator:
+        if self._server is not None:
+            raise RuntimeError("the emulator is already running")
+        emulator = self
+
+        class Handler(_Handler):
+            owner = emulator
+
+        server = ThreadingHTTPServer((self.host, self._requested_port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="semansys-emulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> SemansysEmulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = self.base_url if self._server is not None else "stopped"
+        return f"SemansysEmulator({state}, dialect={self.dialect!r})"
+
+    # -- addresses and credentials ---------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running: use it in a with block")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def token_url(self) -> str:
+        return self.base_url + "/connect/token"
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/api"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """client_id, client_secret, username and password, as keyword arguments."""
+        return {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "username": self.username,
+            "password": self.password,
+        }
+
+    def env(self) -> dict[str, str]:
+        """The ``SEMANSYS_*`` variables that point ``SemansysAuth.from_env()`` here."""
+        return {
+            "SEMANSYS_TOKEN_URL": self.token_url,
+            "SEMANSYS_CLIENT_ID": self.client_id,
+            "SEMANSYS_CLIENT_SECRET": self.client_secret,
+            "SEMANSYS_USERNAME": self.username,
+            "SEMANSYS_PASSWORD": self.password,
+        }
+
+    def auth(self, **options: Any) -> SemansysAuth:
+        """A ``SemansysAuth`` bound to this emulator (options are passed through)."""
+        from .._auth import SemansysAuth
+
+        kwargs: dict[str, Any] = {**self.credentials, "token_url": self.token_url}
+        kwargs.update(options)
+        return SemansysAuth(**kwargs)
+
+    # -- controls ------------------------------------------------------------------
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far is refused from now on (401)."""
+        with self._lock:
+            self._access.clear()
+
+    def revoke_refresh_tokens(self) -> None:
+        """Every refresh token issued so far is refused from now on (invalid_grant)."""
+        with self._lock:
+            self._refresh.clear()
+
+    def fail_next(
+        self,
+        count: int = 1,
+        *,
+        status: int = 503,
+        html: bool = False,
+        error: str | None = None,
+        retry_after: float | str | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        """Answer the next ``count`` token requests with ``status`` instead.
+
+        The body is an HTML error page when ``html``, ``body`` when given, RFC 6749
+        JSON ``{"error": error}`` when ``error`` is given, else empty JSON ``{}``.
+        """
+        failure = _Failure(
+            status, html, error, None if retry_after is None else str(retry_after), body
+        )
+        with self._lock:
+            self._failures.extend([failure] * count)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request seen so far, oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    def token_requests(self, grant_type: str | None = None) -> list[RecordedRequest]:
+        """The token requests seen so far, optionally of one grant type."""
+        return [
+            r
+            for r in self.requests
+            if r.kind == "token" and (grant_type is None or r.grant_type == grant_type)
+        ]
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    # -- token endpoint ---------------------------------------------------------------
+
+    def _issue(self, username: str, client_id: str, scope: str) -> dict[str, Any]:
+        now = time.time()
+        jti = secrets.token_hex(8)
+        claims = {
+            "iss": self.base_url,
+            "sub": username,
+            "aud": "semansys-api",
+            "client_id": client_id,
+            "scope": scope,
+            "iat": int(now),
+            "nbf": int(now),
+            "exp": int(now + self.access_token_lifetime),
+            "jti": jti,
+        }
+        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        payload = _b64(json.dumps(claims).encode())
+        signature = hmac.new(self._key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        access = f"{header}.{payload}.{_b64(signature)}"
+        answer: dict[str, Any] = {"access_token": access, "token_type": "bearer", "scope": scope}
+        if self.send_expires_in:
+            answer["expires_in"] = int(self.access_token_lifetime)
+        self._access[access] = _Issued(username, client_id, scope, now + self.access_token_lifetime)
+        if self.issue_refresh_tokens:
+            refresh = secrets.token_urlsafe(32)
+            self._refresh[refresh] = _Issued(
+                username, client_id, scope, now + self.refresh_token_lifetime
+            )
+            answer["refresh_token"] = refresh
+        return answer
+
+    def _token(self, form: dict[str, str]) -> tuple[int, dict[str, str], bytes, str | None]:
+        """Answer one token request: (status, headers, body, grant_type)."""
+        grant = form.get("grant_type")
+        json_headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+        if self.token_delay:
+            time.sleep(self.token_delay)
+        with self._lock:
+            failure = self._failures.popleft() if self._failures else None
+        if failure is not None:
+            headers = {}
+            if failure.retry_after is not None:
+                headers["Retry-After"] = failure.retry_after
+            if failure.body is not None:
+                headers["Content-Type"] = "application/octet-stream"
+                return failure.status, headers, failure.body, grant
+            if failure.html:
+                headers["Content-Type"] = "text/html; charset=utf-8"
+                page = _HTML_PAGE.format(status=failure.status, reason=_reason(failure.status))
+                return failure.status, headers, page.encode(), grant
+            payload = {"error": failure.error} if failure.error else {}
+            return failure.status, {**headers, **json_headers}, json.dumps(payload).encode(), grant
+
+        def error(status: int, code: str | None, description: str | None = None) -> Any:
+            body: dict[str, str] = {}
+            if code:
+                body["error"] = code
+            if description:
+                body["error_description"] = description
+            return status, json_headers, json.dumps(body).encode(), grant
+
+        if grant not in ("password", "refresh_token"):
+            return error(400, "unsupported_grant_type" if grant else "invalid_request")
+        client_ok = hmac.compare_digest(
+            form.get("client_id", ""), self.client_id
+        ) & hmac.compare_digest(form.get("client_secret", ""), self.client_secret)
+        if not client_ok:
+            if self.dialect == "semansys":
+                return 401, json_headers, b'{"message": "Invalid client credentials"}', grant
+            return error(401 if self.dialect == "openiddict" else 400, "invalid_client")
+        with self._lock:
+            if grant == "password":
+                if "username" not in form or "password" not in form:
+                    return error(400, "invalid_request", "username and password are required")
+                user_ok = hmac.compare_digest(form["username"], self.username) & hmac.compare_digest(
+                    form["password"], self.password
+                )
+                if not user_ok:
+                    if self.dialect == "semansys":
+                        return 403, json_headers, b'{"message": "User authentication failed"}', grant
+                    return error(400, "invalid_grant", "invalid_username_or_password")
+                requested = form.get("scope")
+                scope = requested if requested else self.scope
+                return 200, json_headers, json.dumps(self._issue(self.username, self.client_id, scope)).encode(), grant
+            issued = self._refresh.get(form.get("refresh_token", ""))
+            if issued is None or issued.expires_at < time.time():
+                return error(400, "invalid_grant", "invalid refresh token")
+            if self.rotate_refresh_tokens:
+                del self._refresh[form["refresh_token"]]
+            answer = self._issue(issued.username, issued.client_id, issued.scope)
+            if not self.rotate_refresh_tokens:
+                answer.pop("refresh_token", None)
+            return 200, json_headers, json.dumps(answer).encode(), grant
+
+    def _check_bearer(self, authorization: str | None) -> _Issued | None:
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        with self._lock:
+            issued = self._access.get(authorization[len("Bearer ") :])
+        if issued is None or issued.expires_at <= time.time():
+            return None
+        return issued
+
+    def _record(self, entry: RecordedRequest) -> None:
+        with self._lock:
+            self._log.append(entry)
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: SemansysEmulator
+    protocol_version = "HTTP/1.1"
+    server_version = "SemansysEmulator/1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # quiet: tests read the emulator's own request log instead
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return b"".join(self._chunks())
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline().strip():
+                    pass
+                return
+            yield self.rfile.read(size)
+            self.rfile.readline()
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        owner = self.owner
+        url = urlsplit(self.path)
+        body = self._body()
+        if url.path == "/connect/token":
+            if self.command != "POST":
+                self._send(405, {"Allow": "POST"}, b"")
+                return
+            form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+            status, headers, payload, grant = owner._token(form)
+            owner._record(
+                RecordedRequest(
+                    "token",
+                    self.command,
+                    url.path,
+                    status,
+                    grant_type=grant,
+                    client_id=form.get("client_id"),
+                    username=mask_username(form["username"]) if "username" in form else None,
+                )
+            )
+            self._send(status, headers, payload)
+            return
+        if url.path == "/api" or url.path.startswith("/api/"):
+            self._api(url.path, url.query, body)
+            return
+        self._send(404, {"Content-Type": "application/json"}, b'{"message": "not found"}')
+
+    def _api(self, path: str, query: str, body: bytes) -> None:
+        owner = self.owner
+        api_version = self.headers.get("x-api-version")
+        if path == "/api/redirect":
+            target = parse_qs(query).get("to", [""])[0]
+            owner._record(RecordedRequest("api", self.command, path, 302, api_version=api_version))
+            self._send(302, {"Location": target}, b"")
+            return
+        issued = owner._check_bearer(self.headers.get("Authorization"))
+        if issued is None:
+            owner._record(RecordedRequest("api", self.command, path, 401, api_version=api_version))
+            self._send(
+                401,
+                {
+                    "WWW-Authenticate": 'Bearer error="invalid_token"',
+                    "Content-Type": "application/json",
+                },
+                b'{"message": "invalid or expired token"}',
+            )
+            return
+        if owner.require_api_version and not api_version:
+            owner._record(RecordedRequest("api", self.command, path, 400))
+            self._send(400, {"Content-Type": "application/json"}, b'{"message": "x-api-version required"}')
+            return
+        echo = {
+            "method": self.command,
+            "path": path,
+            "query": query,
+            "subject": issued.username,
+            "scope": issued.scope,
+            "api_version": api_version,
+            "content_type": self.headers.get("Content-Type"),
+            "body_length": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+        }
+        owner._record(RecordedRequest("api", self.command, path, 200, api_version=api_version))
+        self._send(200, {"Content-Type": "application/json"}, json.dumps(echo).encode())
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
