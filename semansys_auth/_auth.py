@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import httpx
@@ -33,7 +33,7 @@ from requests.utils import rewind_body
 from ._cache import TokenCache
 from ._core import Held, Sleep, TokenState
 from ._locks import Gate
-from ._protocol import Protocol, TokenRequest, TokenResponse, check_token_url, mask_username
+from ._protocol import Protocol, TokenRequest, TokenResponse, check_token_url
 from ._token import TokenInfo
 
 if TYPE_CHECKING:
@@ -243,9 +243,7 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
     # -- construction from the environment -------------------------------------
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> SemansysAuth:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SemansysAuth:
         """Build from ``SEMANSYS_CLIENT_ID``, ``SEMANSYS_CLIENT_SECRET``,
         ``SEMANSYS_USERNAME``, ``SEMANSYS_PASSWORD`` and optionally
         ``SEMANSYS_TOKEN_URL``, ``SEMANSYS_SCOPE`` and ``SEMANSYS_API_VERSION``.
@@ -346,8 +344,11 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
         if rewind is None:
             logger.debug("API answered 401; the request body cannot be replayed: not resent")
             return
-        logger.debug("API answered 401 to %s %s: renewing the token, resending once",
-                     request.method, request.url.copy_with(query=None))
+        logger.debug(
+            "API answered 401 to %s %s: renewing the token, resending once",
+            request.method,
+            request.url.copy_with(query=None),
+        )
         held = yield from self._locked_obtain(held.header)
         self._prepare(request.headers, held)
         rewind()
@@ -433,7 +434,7 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         held = self._state.fresh() or self._obtain_blocking(None)
         self._prepare(r.headers, held)
-        r.register_hook("response", self._handle_401)
+        r.hooks["response"].append(self._handle_401)
         return r
 
     def _obtain_blocking(self, stale: str | None) -> Held:
@@ -456,18 +457,24 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
             self._gate.release()
 
     def _send_with_requests(self, instruction: TokenRequest) -> TokenResponse:
-        session = self._requests_session
-        if session is None:
-            session = self._requests_session = requests.Session()
-        response = session.request(
-            instruction.method,
-            instruction.url,
-            data=instruction.body,
-            headers=dict(instruction.headers),
-            timeout=self._timeout,
-            allow_redirects=False,
-        )
-        return TokenResponse(response.status_code, response.headers, response.content)
+        def post(session: requests.Session) -> TokenResponse:
+            response = session.request(
+                instruction.method,
+                instruction.url,
+                data=instruction.body,
+                headers=dict(instruction.headers),
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+            return TokenResponse(response.status_code, response.headers, response.content)
+
+        if self._requests_session is not None:
+            return post(self._requests_session)
+        # A token is fetched about once an hour: a private session per fetch keeps
+        # no idle connection (or socket) open in between, and re-reads the proxy
+        # and CA-bundle environment variables each time.
+        with requests.Session() as session:
+            return post(session)
 
     def _handle_401(self, r: requests.Response, **kwargs: Any) -> requests.Response:
         if r.status_code != 401:
@@ -475,20 +482,25 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
         sent = r.request.headers.get("Authorization")
         if not isinstance(sent, str) or not sent.startswith("Bearer "):
             return r  # not our token (a redirect to another origin dropped it)
-        if not _requests_replayable(r.request):  # type: ignore[arg-type]
+        if not _requests_replayable(r.request):
             logger.debug("API answered 401; the request body cannot be replayed: not resent")
             return r
         logger.debug("API answered 401 to %s: renewing the token, resending once", r.request.method)
-        held = self._obtain_blocking(sent)
-        # Drain and release the 401's connection before reusing it.
+        # Drain and release the 401's connection first: it goes back to the pool
+        # even if the renewal below raises.
         _ = r.content
         r.close()
+        held = self._obtain_blocking(sent)
         prepared = r.request.copy()
-        extract_cookies_to_jar(prepared._cookies, r.request, r.raw)
-        prepared.prepare_cookies(prepared._cookies)
+        # As requests' own HTTPDigestAuth does: keep cookies the 401 set.
+        jar = cast(Any, prepared)._cookies
+        cast(Any, extract_cookies_to_jar)(jar, r.request, r.raw)
+        prepared.prepare_cookies(jar)
         self._prepare(prepared.headers, held)
         # One resend only: the copy must not come back to this hook.
-        prepared.hooks["response"] = [h for h in prepared.hooks["response"] if h != self._handle_401]
+        prepared.hooks["response"] = [
+            h for h in prepared.hooks["response"] if h != self._handle_401
+        ]
         if prepared.body is not None and not isinstance(prepared.body, (bytes, str)):
             rewind_body(prepared)
         connection = r.connection
@@ -496,4 +508,3 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
         retried.history.append(r)
         retried.request = prepared
         return retried
-

@@ -210,7 +210,7 @@ class TokenState:
             # A server that asks for longer than we are willing to block is
             # answered with the error (and its retry_after) at once.
             return exc.retry_after if exc.retry_after <= self.retry_after_cap else None
-        base = min(self.max_backoff, self.backoff * (2**attempt))
+        base = min(self.max_backoff, self.backoff * (2.0**attempt))
         return base / 2 + self._jitter() * base / 2
 
     def _cooldown_error(self, now: float) -> SemansysAuthError:

@@ -20,6 +20,7 @@ Two deliberate departures from oauthlib's client helpers:
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import ipaddress
 import json
@@ -80,7 +81,9 @@ def check_token_url(url: str) -> str:
     tunnel): ``localhost``, 127.0.0.0/8 and ``::1``.
     """
     if not isinstance(url, str) or not url:
-        raise ValueError("token_url must be a non-empty string such as 'https://host/connect/token'")
+        raise ValueError(
+            "token_url must be a non-empty string such as 'https://host/connect/token'"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"token_url must be an absolute http(s) URL, got {url!r}")
@@ -205,10 +208,8 @@ class Protocol:
         now = time.time() if now is None else now
         status = response.status_code
         data: object = None
-        try:
+        with contextlib.suppress(ValueError):
             data = json.loads(response.body)
-        except ValueError:
-            pass
         if not isinstance(data, dict):
             raise self._non_json_error(grant_type, response, now)
         error = data.get("error")
@@ -310,47 +311,53 @@ class Protocol:
         description = (
             self.redact(raw_description)[:300] if isinstance(raw_description, str) else None
         )
-        common = {"status_code": status, "error": error, "error_description": description}
+
+        def make(cls: type[SemansysAuthError], message: str) -> SemansysAuthError:
+            return cls(
+                message,
+                status_code=status,
+                error=error,
+                error_description=description,
+                retry_after=parse_retry_after(_header(response.headers, "retry-after"), now),
+            )
+
         if error in ("invalid_client", "unauthorized_client") or (error is None and status == 401):
-            return ClientCredentialsError(
+            return make(
+                ClientCredentialsError,
                 f"Semansys rejected the client credentials of client_id {self.client_id!r}: "
                 "check client_id and client_secret (both issued by the Semansys support desk)",
-                **common,
             )
         if error == "invalid_grant" or (error is None and status == 403):
             if grant_type == REFRESH_TOKEN:
-                return UserCredentialsError(
-                    "The token endpoint refused the refresh token", **common
-                )
-            return UserCredentialsError(
+                return make(UserCredentialsError, "The token endpoint refused the refresh token")
+            return make(
+                UserCredentialsError,
                 f"Semansys rejected the user credentials of {mask_username(self.username)!r}: "
                 "check username (the account's e-mail address) and password",
-                **common,
             )
         if error in ("temporarily_unavailable", "server_error") or (
             error is None and (status == 429 or status >= 500)
         ):
-            return TokenEndpointUnavailableError(
+            return make(
+                TokenEndpointUnavailableError,
                 f"The token endpoint {self.token_url} is unavailable (HTTP {status})",
-                retry_after=parse_retry_after(_header(response.headers, "retry-after"), now),
-                **common,
             )
         if 300 <= status < 400:
             location = _header(response.headers, "location") or "?"
-            return BadTokenRequestError(
+            return make(
+                BadTokenRequestError,
                 f"The token endpoint {self.token_url} redirected to {location}: set token_url "
                 "to the final URL (token requests are never redirected with credentials)",
-                **common,
             )
         if status == 404:
-            return BadTokenRequestError(
+            return make(
+                BadTokenRequestError,
                 f"No token endpoint at {self.token_url} (HTTP 404): check token_url",
-                **common,
             )
-        return BadTokenRequestError(
+        return make(
+            BadTokenRequestError,
             f"The token endpoint {self.token_url} refused the request: check token_url "
             f"and scope ({self.scope!r})",
-            **common,
         )
 
 

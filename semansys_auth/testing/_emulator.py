@@ -30,6 +30,7 @@ __all__ = ["Dialect", "RecordedRequest", "SemansysEmulator"]
 
 Dialect = Literal["semansys", "identityserver", "openiddict"]
 _DIALECTS = ("semansys", "identityserver", "openiddict")
+_Answer = tuple[int, dict[str, str], bytes, "str | None"]
 
 _HTML_PAGE = (
     "<!DOCTYPE html><html><head><title>{status} {reason}</title>"
@@ -154,7 +155,7 @@ class SemansysEmulator:
         class Handler(_Handler):
             owner = emulator
 
-        server = ThreadingHTTPServer((self.host, self._requested_port), Handler)
+        server = _Server((self.host, self._requested_port), Handler)
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
@@ -316,7 +317,7 @@ class SemansysEmulator:
             answer["refresh_token"] = refresh
         return answer
 
-    def _token(self, form: dict[str, str]) -> tuple[int, dict[str, str], bytes, str | None]:
+    def _token(self, form: dict[str, str]) -> _Answer:
         """Answer one token request: (status, headers, body, grant_type)."""
         grant = form.get("grant_type")
         json_headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
@@ -338,7 +339,7 @@ class SemansysEmulator:
             payload = {"error": failure.error} if failure.error else {}
             return failure.status, {**headers, **json_headers}, json.dumps(payload).encode(), grant
 
-        def error(status: int, code: str | None, description: str | None = None) -> Any:
+        def error(status: int, code: str | None, description: str | None = None) -> _Answer:
             body: dict[str, str] = {}
             if code:
                 body["error"] = code
@@ -359,16 +360,17 @@ class SemansysEmulator:
             if grant == "password":
                 if "username" not in form or "password" not in form:
                     return error(400, "invalid_request", "username and password are required")
-                user_ok = hmac.compare_digest(form["username"], self.username) & hmac.compare_digest(
-                    form["password"], self.password
-                )
+                user_ok = hmac.compare_digest(
+                    form["username"], self.username
+                ) & hmac.compare_digest(form["password"], self.password)
                 if not user_ok:
                     if self.dialect == "semansys":
-                        return 403, json_headers, b'{"message": "User authentication failed"}', grant
+                        refused = b'{"message": "User authentication failed"}'
+                        return 403, json_headers, refused, grant
                     return error(400, "invalid_grant", "invalid_username_or_password")
-                requested = form.get("scope")
-                scope = requested if requested else self.scope
-                return 200, json_headers, json.dumps(self._issue(self.username, self.client_id, scope)).encode(), grant
+                scope = form.get("scope") or self.scope
+                answer = self._issue(self.username, self.client_id, scope)
+                return 200, json_headers, json.dumps(answer).encode(), grant
             issued = self._refresh.get(form.get("refresh_token", ""))
             if issued is None or issued.expires_at < time.time():
                 return error(400, "invalid_grant", "invalid refresh token")
@@ -400,6 +402,19 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-request (a cancelled task, a closed pool) is
+        # normal for a test server; anything else is printed as usual.
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -485,7 +500,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if owner.require_api_version and not api_version:
             owner._record(RecordedRequest("api", self.command, path, 400))
-            self._send(400, {"Content-Type": "application/json"}, b'{"message": "x-api-version required"}')
+            message = b'{"message": "x-api-version required"}'
+            self._send(400, {"Content-Type": "application/json"}, message)
             return
         echo = {
             "method": self.command,

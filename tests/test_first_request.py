@@ -1,0 +1,93 @@
+"""Behaviours 1-2: no network at construction, the first request fetches a token,
+every request carries it, and it is reused."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import send
+from semansys_auth import PRE_PRODUCTION_TOKEN_URL, SemansysAuth
+from semansys_auth.testing import SemansysEmulator
+
+
+def test_construction_makes_no_request(semansys_emulator: SemansysEmulator) -> None:
+    auth = semansys_emulator.auth()
+    assert semansys_emulator.requests == []
+    assert auth.token_info is None
+
+
+def test_default_token_url_is_pre_production() -> None:
+    auth = SemansysAuth(client_id="c", client_secret="s", username="u@x", password="p")
+    assert auth.token_url == PRE_PRODUCTION_TOKEN_URL == "https://oidc-pre.semansys.com/connect/token"
+
+
+def test_first_request_fetches_then_reuses(semansys_emulator: SemansysEmulator, kind: str) -> None:
+    auth = semansys_emulator.auth()
+    for _ in range(3):
+        reply = send(kind, auth, "GET", semansys_emulator.api_url + "/reports")
+        assert reply.status == 200
+        assert reply.body["subject"] == semansys_emulator.username
+        assert reply.request_headers["authorization"].startswith("Bearer eyJ")
+    assert [r.grant_type for r in semansys_emulator.token_requests()] == ["password"]
+    api = [r for r in semansys_emulator.requests if r.kind == "api"]
+    assert [r.status for r in api] == [200, 200, 200]
+
+
+def test_one_object_serves_every_client_kind_with_one_token(
+    semansys_emulator: SemansysEmulator,
+) -> None:
+    auth = semansys_emulator.auth()
+    for client in ("requests", "httpx", "httpx-async", "httpx2", "httpx2-async"):
+        assert send(client, auth, "GET", semansys_emulator.api_url + "/x").status == 200
+    assert len(semansys_emulator.token_requests()) == 1
+
+
+def test_scope_is_requested(semansys_emulator: SemansysEmulator, kind: str) -> None:
+    auth = semansys_emulator.auth(scope=["xbrl.validate", "xbrl.render"])
+    reply = send(kind, auth, "GET", semansys_emulator.api_url + "/x")
+    assert reply.body["scope"] == "xbrl.validate xbrl.render"
+    assert auth.token_info is not None and auth.token_info.scope == "xbrl.validate xbrl.render"
+
+
+def test_api_version_header_added_unless_present(
+    semansys_emulator: SemansysEmulator, kind: str
+) -> None:
+    auth = semansys_emulator.auth(api_version="2.0")
+    assert send(kind, auth, "GET", semansys_emulator.api_url + "/x").body["api_version"] == "2.0"
+    reply = send(kind, auth, "GET", semansys_emulator.api_url + "/x", headers={"x-api-version": "3"})
+    assert reply.body["api_version"] == "3"
+
+
+def test_get_token_returns_the_access_token(semansys_emulator: SemansysEmulator) -> None:
+    auth = semansys_emulator.auth()
+    token = auth.get_token()
+    assert token.startswith("eyJ") and token.count(".") == 2
+    assert auth.get_token() == token
+    assert len(semansys_emulator.token_requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("client_id", "", "client_id is empty"),
+        ("client_secret", None, "client_secret must be a string"),
+        ("username", 42, "username must be a string"),
+        ("password", "", "password is empty"),
+        ("scope", ["a b"], "scope entries"),
+        ("leeway", -1, "leeway must be at least 0"),
+        ("timeout", 0, "timeout must be greater than 0"),
+        ("max_retries", -1, "max_retries"),
+        ("on_token", "nope", "on_token must be callable"),
+        ("token_cache", object(), "token_cache must have load"),
+    ],
+)
+def test_bad_options_name_the_problem(field: str, value: object, message: str) -> None:
+    kwargs: dict[str, object] = {
+        "client_id": "c",
+        "client_secret": "s",
+        "username": "u@x",
+        "password": "p",
+        field: value,
+    }
+    with pytest.raises((ValueError, TypeError), match=message):
+        SemansysAuth(**kwargs)  # type: ignore[arg-type]

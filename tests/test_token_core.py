@@ -1,0 +1,302 @@
+"""The sans-I/O token core, driven by hand: no sockets, a fake clock."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Generator
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+from semansys_auth import (
+    BadTokenRequestError,
+    ClientCredentialsError,
+    MalformedTokenResponseError,
+    TokenEndpointUnavailableError,
+    UserCredentialsError,
+)
+from semansys_auth._core import Held, Sleep, TokenState
+from semansys_auth._protocol import Protocol, TokenRequest, TokenResponse
+from semansys_auth._token import Token, jwt_claims
+
+URL = "https://id.example/connect/token"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_state(clock: Clock, **options: Any) -> TokenState:
+    protocol = Protocol(
+        token_url=URL,
+        client_id="cid",
+        client_secret="s3cret-client",
+        username="jane@example.com",
+        password="pa55word",
+        scope=options.pop("scope", None),
+    )
+    settings: dict[str, Any] = {
+        "leeway": 60.0,
+        "max_retries": 2,
+        "backoff": 1.0,
+        "max_backoff": 8.0,
+        "retry_after_cap": 30.0,
+        "credentials_cooldown": 60.0,
+        "clock": clock,
+        "jitter": lambda: 1.0,
+    }
+    settings.update(options)
+    return TokenState(protocol, **settings)
+
+
+def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> TokenResponse:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return TokenResponse(status, headers or {"Content-Type": "application/json"}, raw)
+
+
+def ok(access: str = "at-1", expires_in: Any = 3600, refresh: str | None = "rt-1") -> TokenResponse:
+    body: dict[str, Any] = {"access_token": access, "token_type": "bearer"}
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    if refresh:
+        body["refresh_token"] = refresh
+    return answer(200, body)
+
+
+def run(flow: Generator[Any, Any, Held], answers: list[TokenResponse]) -> tuple[Held, list[Any]]:
+    """Drive the core: feed ``answers`` to its token requests, record what it yielded."""
+    yielded: list[Any] = []
+    result: Any = None
+    while True:
+        try:
+            step = flow.send(result)
+        except StopIteration as done:
+            return done.value, yielded
+        yielded.append(step)
+        result = answers.pop(0) if isinstance(step, TokenRequest) else None
+
+
+def form(request: TokenRequest) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
+
+
+def test_password_grant_body_has_every_documented_field() -> None:
+    state = make_state(Clock(), scope="read write")
+    held, steps = run(state.obtain(), [ok()])
+    assert held.header == "Bearer at-1"
+    assert form(steps[0]) == {
+        "grant_type": "password",
+        "client_id": "cid",
+        "client_secret": "s3cret-client",
+        "username": "jane@example.com",
+        "password": "pa55word",
+        "scope": "read write",
+    }
+    assert steps[0].headers["Content-Type"] == "application/x-www-form-urlencoded"
+
+
+def test_token_reused_until_leeway_then_refreshed_with_refresh_grant() -> None:
+    clock = Clock()
+    state = make_state(clock)
+    run(state.obtain(), [ok()])
+    clock.now += 3600 - 61
+    assert state.fresh() is not None
+    clock.now += 2
+    assert state.fresh() is None
+    held, steps = run(state.obtain(), [ok("at-2", refresh="rt-2")])
+    assert held.header == "Bearer at-2"
+    assert form(steps[0])["grant_type"] == "refresh_token"
+    assert form(steps[0])["refresh_token"] == "rt-1"
+    assert form(steps[0])["client_secret"] == "s3cret-client"
+
+
+def test_leeway_never_exceeds_half_the_lifetime() -> None:
+    clock = Clock()
+    state = make_state(clock)
+    run(state.obtain(), [ok(expires_in=4)])
+    clock.now += 1.9
+    assert state.fresh() is not None, "a 4-second token must be reused, not fetched per request"
+    clock.now += 0.2
+    assert state.fresh() is None
+
+
+def test_leeway_zero_is_honoured() -> None:
+    clock = Clock()
+    state = make_state(clock, leeway=0.0)
+    run(state.obtain(), [ok(expires_in=100)])
+    clock.now += 99.9
+    assert state.fresh() is not None
+
+
+def jwt(claims: dict[str, Any]) -> str:
+    def enc(d: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    return f"{enc({'alg': 'none'})}.{enc(claims)}.sig"
+
+
+def test_without_expires_in_the_jwt_exp_is_used() -> None:
+    clock = Clock()
+    state = make_state(clock)
+    token = jwt({"exp": clock.now + 1000, "sub": "x"})
+    held, _ = run(state.obtain(), [ok(token, expires_in=None)])
+    assert held.token.expires_at == clock.now + 1000
+    assert jwt_claims(token) == {"exp": clock.now + 1000, "sub": "x"}
+
+
+def test_without_expires_in_and_opaque_token_kept_until_401() -> None:
+    clock = Clock()
+    state = make_state(clock)
+    held, _ = run(state.obtain(), [ok("opaque", expires_in=None)])
+    assert held.token.expires_at is None
+    clock.now += 10 * 365 * 86400
+    assert state.fresh() is held
+
+
+def test_stale_discards_only_the_failed_token() -> None:
+    clock = Clock()
+    state = make_state(clock)
+    first, _ = run(state.obtain(), [ok("at-1", refresh="rt-1")])
+    second, steps = run(state.obtain(stale=first.header), [ok("at-2", refresh="rt-2")])
+    assert len(steps) == 1 and second.header == "Bearer at-2"
+    # A late 401 for the first token must not throw away the second.
+    third, steps = run(state.obtain(stale=first.header), [])
+    assert steps == [] and third is second
+
+
+def test_refresh_token_rotation_keeps_newest_and_missing_keeps_old() -> None:
+    clock = Clock()
+    state = make_state(clock)
+    run(state.obtain(), [ok("at-1", refresh="rt-1")])
+    clock.now += 4000
+    run(state.obtain(), [ok("at-2", refresh="rt-2")])
+    clock.now += 4000
+    held, steps = run(state.obtain(), [ok("at-3", refresh=None)])
+    assert form(steps[0])["refresh_token"] == "rt-2"
+    assert held.token.refresh_token == "rt-2"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        answer(400, {"error": "invalid_grant"}),
+        answer(401, {"error": "invalid_client"}),
+        answer(400, {}),
+        answer(401, b"Unauthorized"),
+    ],
+)
+def test_refused_refresh_falls_back_to_password_once(refusal: TokenResponse) -> None:
+    clock = Clock()
+    state = make_state(clock)
+    run(state.obtain(), [ok()])
+    clock.now += 4000
+    held, steps = run(state.obtain(), [refusal, ok("at-2")])
+    assert [form(s)["grant_type"] for s in steps] == ["refresh_token", "password"]
+    assert held.header == "Bearer at-2"
+
+
+def test_refused_refresh_then_refused_password_raises_without_loop() -> None:
+    clock = Clock()
+    state = make_state(clock)
+    run(state.obtain(), [ok()])
+    clock.now += 4000
+    with pytest.raises(UserCredentialsError):
+        run(state.obtain(), [answer(400, {"error": "invalid_grant"})] * 2)
+
+
+@pytest.mark.parametrize(
+    ("response", "error_type", "code"),
+    [
+        (answer(400, {"error": "invalid_client"}), ClientCredentialsError, "invalid_client"),
+        (answer(401, {"error": "invalid_client"}), ClientCredentialsError, "invalid_client"),
+        (answer(401, {"message": "Invalid client"}), ClientCredentialsError, None),
+        (answer(400, {"error": "unauthorized_client"}), ClientCredentialsError, "unauthorized_client"),
+        (answer(400, {"error": "invalid_grant"}), UserCredentialsError, "invalid_grant"),
+        (answer(403, {"message": "User authentication failed"}), UserCredentialsError, None),
+        (answer(403, b""), UserCredentialsError, None),
+        (answer(400, {"error": "invalid_scope"}), BadTokenRequestError, "invalid_scope"),
+        (answer(400, {"error": "invalid_request"}), BadTokenRequestError, "invalid_request"),
+        (answer(400, {}), BadTokenRequestError, None),
+        (answer(404, b"<html>Not Found</html>"), BadTokenRequestError, None),
+        (answer(302, b"", {"Location": "https://x/"}), BadTokenRequestError, None),
+        (answer(200, {"token_type": "bearer"}), MalformedTokenResponseError, None),
+        (answer(200, {"access_token": "a", "token_type": "mac"}), MalformedTokenResponseError, None),
+        (answer(200, {"access_token": "a", "expires_in": "soon"}), MalformedTokenResponseError, None),
+        (answer(200, {"access_token": ""}), MalformedTokenResponseError, None),
+        (answer(200, b"<html>login page</html>"), MalformedTokenResponseError, None),
+        (answer(200, b"[1, 2]"), MalformedTokenResponseError, None),
+    ],
+)
+def test_answers_are_classified_error_first_status_second(
+    response: TokenResponse, error_type: type[Exception], code: str | None
+) -> None:
+    state = make_state(Clock(), max_retries=0)
+    with pytest.raises(error_type) as caught:
+        run(state.obtain(), [response])
+    assert type(caught.value) is error_type
+    assert caught.value.status_code == response.status_code  # type: ignore[attr-defined]
+    assert caught.value.error == code  # type: ignore[attr-defined]
+
+
+def test_html_502_is_unavailable_with_status_and_short_excerpt() -> None:
+    page = b"<html><head><style>x{}</style></head><body><h1>502 Bad Gateway</h1>" + b"x" * 5000
+    state = make_state(Clock(), max_retries=0)
+    with pytest.raises(TokenEndpointUnavailableError) as caught:
+        run(state.obtain(), [answer(502, page, {"Content-Type": "text/html"})])
+    message = str(caught.value)
+    assert "HTTP 502" in message and "502 Bad Gateway" in message and "text/html" in message
+    assert "<h1>" not in message and len(message) < 500
+
+
+def test_unavailable_is_retried_with_exponential_backoff() -> None:
+    state = make_state(Clock(), max_retries=2, backoff=1.0)
+    held, steps = run(
+        state.obtain(),
+        [answer(503, {}), answer(200, {"error": "temporarily_unavailable"}), ok()],
+    )
+    assert held.header == "Bearer at-1"
+    sleeps = [s.seconds for s in steps if isinstance(s, Sleep)]
+    assert sleeps == [1.0, 2.0]  # jitter fixed at its top
+
+
+def test_retries_are_bounded() -> None:
+    state = make_state(Clock(), max_retries=2)
+    with pytest.raises(TokenEndpointUnavailableError):
+        run(state.obtain(), [answer(500, {})] * 3)
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    state = make_state(Clock(), retry_after_cap=5.0)
+    _, steps = run(state.obtain(), [answer(429, {}, {"Retry-After": "3"}), ok()])
+    assert [s.seconds for s in steps if isinstance(s, Sleep)] == [3.0]
+    state = make_state(Clock(), retry_after_cap=5.0)
+    with pytest.raises(TokenEndpointUnavailableError) as caught:
+        run(state.obtain(), [answer(429, {}, {"Retry-After": "120"})])
+    assert caught.value.retry_after == 120.0
+
+
+def test_rejected_user_credentials_start_a_cooldown() -> None:
+    clock = Clock()
+    state = make_state(clock, credentials_cooldown=60.0)
+    with pytest.raises(UserCredentialsError):
+        run(state.obtain(), [answer(400, {"error": "invalid_grant"})])
+    clock.now += 30
+    with pytest.raises(UserCredentialsError) as caught:
+        run(state.obtain(), [])  # no request is even yielded
+    assert "not retried for another 30 s" in str(caught.value)
+    assert caught.value.retry_after == pytest.approx(30.0)
+    clock.now += 31
+    held, steps = run(state.obtain(), [ok()])
+    assert len(steps) == 1 and held.header == "Bearer at-1"
+
+
+def test_token_repr_hides_secrets() -> None:
+    token = Token(access_token="AT-secret", refresh_token="RT-secret", expires_at=1.0, obtained_at=0.0)
+    assert "AT-secret" not in repr(token) and "RT-secret" not in str(token)
+    assert Token.from_json(token.to_json()) == token
