@@ -46,7 +46,12 @@ def send(kind: str, auth: Any, method: str, url: str, **kwargs: Any) -> Reply:
         if "content" in kwargs:
             kwargs["data"] = kwargs.pop("content")
         r = requests.request(method, url, auth=auth, timeout=TIMEOUT, **kwargs)
-        return Reply(r.status_code, _json(r.content), len(r.history), {k.lower(): v for k, v in r.request.headers.items()})
+        return Reply(
+            r.status_code,
+            _json(r.content),
+            len(r.history),
+            {k.lower(): v for k, v in r.request.headers.items()},
+        )
     module: Any = httpx2 if kind.startswith("httpx2") else httpx
     if kind.endswith("-async"):
 
@@ -60,7 +65,12 @@ def send(kind: str, auth: Any, method: str, url: str, **kwargs: Any) -> Reply:
     else:
         with module.Client(auth=auth, timeout=TIMEOUT) as client:
             r = client.request(method, url, **kwargs)
-    return Reply(r.status_code, _json(r.content), len(r.history), {k.lower(): v for k, v in r.request.headers.items()})
+    return Reply(
+        r.status_code,
+        _json(r.content),
+        len(r.history),
+        {k.lower(): v for k, v in r.request.headers.items()},
+    )
 
 
 @dataclass
@@ -69,6 +79,11 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
 
 
 class RecordingServer:
@@ -100,7 +115,7 @@ class RecordingServer:
 
             do_GET = do_POST = do_PUT = _any
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

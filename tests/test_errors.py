@@ -25,7 +25,11 @@ from semansys_auth.testing import SemansysEmulator
 
 @pytest.mark.parametrize(
     ("dialect", "status", "code"),
-    [("semansys", 401, None), ("identityserver", 400, "invalid_client"), ("openiddict", 401, "invalid_client")],
+    [
+        ("semansys", 401, None),
+        ("identityserver", 400, "invalid_client"),
+        ("openiddict", 401, "invalid_client"),
+    ],
 )
 def test_wrong_client_secret(
     semansys_emulator: SemansysEmulator, kind: str, dialect: str, status: int, code: str | None
@@ -42,7 +46,11 @@ def test_wrong_client_secret(
 
 @pytest.mark.parametrize(
     ("dialect", "status", "code"),
-    [("semansys", 403, None), ("identityserver", 400, "invalid_grant"), ("openiddict", 400, "invalid_grant")],
+    [
+        ("semansys", 403, None),
+        ("identityserver", 400, "invalid_grant"),
+        ("openiddict", 400, "invalid_grant"),
+    ],
 )
 def test_wrong_password(
     semansys_emulator: SemansysEmulator, kind: str, dialect: str, status: int, code: str | None
@@ -58,7 +66,9 @@ def test_wrong_password(
     assert "demo@example.com" not in str(error)
 
 
-def test_html_502_page_becomes_a_typed_error(semansys_emulator: SemansysEmulator, kind: str) -> None:
+def test_html_502_page_becomes_a_typed_error(
+    semansys_emulator: SemansysEmulator, kind: str
+) -> None:
     semansys_emulator.fail_next(10, status=502, html=True)
     auth = semansys_emulator.auth(max_retries=1, backoff=0.01)
     with pytest.raises(TokenEndpointUnavailableError) as caught:

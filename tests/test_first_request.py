@@ -18,7 +18,9 @@ def test_construction_makes_no_request(semansys_emulator: SemansysEmulator) -> N
 
 def test_default_token_url_is_pre_production() -> None:
     auth = SemansysAuth(client_id="c", client_secret="s", username="u@x", password="p")
-    assert auth.token_url == PRE_PRODUCTION_TOKEN_URL == "https://oidc-pre.semansys.com/connect/token"
+    assert (
+        auth.token_url == PRE_PRODUCTION_TOKEN_URL == "https://oidc-pre.semansys.com/connect/token"
+    )
 
 
 def test_first_request_fetches_then_reuses(semansys_emulator: SemansysEmulator, kind: str) -> None:
@@ -54,7 +56,9 @@ def test_api_version_header_added_unless_present(
 ) -> None:
     auth = semansys_emulator.auth(api_version="2.0")
     assert send(kind, auth, "GET", semansys_emulator.api_url + "/x").body["api_version"] == "2.0"
-    reply = send(kind, auth, "GET", semansys_emulator.api_url + "/x", headers={"x-api-version": "3"})
+    reply = send(
+        kind, auth, "GET", semansys_emulator.api_url + "/x", headers={"x-api-version": "3"}
+    )
     assert reply.body["api_version"] == "3"
 
 

@@ -216,7 +216,11 @@ def test_refused_refresh_then_refused_password_raises_without_loop() -> None:
         (answer(400, {"error": "invalid_client"}), ClientCredentialsError, "invalid_client"),
         (answer(401, {"error": "invalid_client"}), ClientCredentialsError, "invalid_client"),
         (answer(401, {"message": "Invalid client"}), ClientCredentialsError, None),
-        (answer(400, {"error": "unauthorized_client"}), ClientCredentialsError, "unauthorized_client"),
+        (
+            answer(400, {"error": "unauthorized_client"}),
+            ClientCredentialsError,
+            "unauthorized_client",
+        ),
         (answer(400, {"error": "invalid_grant"}), UserCredentialsError, "invalid_grant"),
         (answer(403, {"message": "User authentication failed"}), UserCredentialsError, None),
         (answer(403, b""), UserCredentialsError, None),
@@ -226,8 +230,16 @@ def test_refused_refresh_then_refused_password_raises_without_loop() -> None:
         (answer(404, b"<html>Not Found</html>"), BadTokenRequestError, None),
         (answer(302, b"", {"Location": "https://x/"}), BadTokenRequestError, None),
         (answer(200, {"token_type": "bearer"}), MalformedTokenResponseError, None),
-        (answer(200, {"access_token": "a", "token_type": "mac"}), MalformedTokenResponseError, None),
-        (answer(200, {"access_token": "a", "expires_in": "soon"}), MalformedTokenResponseError, None),
+        (
+            answer(200, {"access_token": "a", "token_type": "mac"}),
+            MalformedTokenResponseError,
+            None,
+        ),
+        (
+            answer(200, {"access_token": "a", "expires_in": "soon"}),
+            MalformedTokenResponseError,
+            None,
+        ),
         (answer(200, {"access_token": ""}), MalformedTokenResponseError, None),
         (answer(200, b"<html>login page</html>"), MalformedTokenResponseError, None),
         (answer(200, b"[1, 2]"), MalformedTokenResponseError, None),
@@ -297,6 +309,8 @@ def test_rejected_user_credentials_start_a_cooldown() -> None:
 
 
 def test_token_repr_hides_secrets() -> None:
-    token = Token(access_token="AT-secret", refresh_token="RT-secret", expires_at=1.0, obtained_at=0.0)
+    token = Token(
+        access_token="AT-secret", refresh_token="RT-secret", expires_at=1.0, obtained_at=0.0
+    )
     assert "AT-secret" not in repr(token) and "RT-secret" not in str(token)
     assert Token.from_json(token.to_json()) == token

@@ -6,13 +6,22 @@ from __future__ import annotations
 import pytest
 
 from helpers import send
-from semansys_auth import ClientCredentialsError, TokenEndpointUnavailableError, UserCredentialsError
+from semansys_auth import (
+    ClientCredentialsError,
+    TokenEndpointUnavailableError,
+    UserCredentialsError,
+)
 from semansys_auth.testing import SemansysEmulator
 
 
 @pytest.mark.parametrize(
     "failure",
-    [{"status": 503}, {"status": 500, "html": True}, {"status": 429}, {"status": 400, "error": "temporarily_unavailable"}],
+    [
+        {"status": 503},
+        {"status": 500, "html": True},
+        {"status": 429},
+        {"status": 400, "error": "temporarily_unavailable"},
+    ],
 )
 def test_transient_failures_are_retried(
     semansys_emulator: SemansysEmulator, kind: str, failure: dict[str, object]

@@ -142,6 +142,9 @@ class SemansysEmulator:
         self._refresh: dict[str, _Issued] = {}
         self._failures: deque[_Failure] = deque()
         self._log: list[RecordedRequest] = []
+        self._open = threading.Event()
+        self._open.set()
+        self._pending = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -267,6 +270,23 @@ class SemansysEmulator:
         with self._lock:
             self._failures.extend([failure] * count)
 
+    def pause_token_responses(self) -> None:
+        """Hold every token answer until :meth:`resume_token_responses` (at most
+        ``pause_limit`` seconds, then it answers 503). Requests still arrive:
+        :attr:`pending_token_requests` counts those waiting."""
+        self._open.clear()
+
+    def resume_token_responses(self) -> None:
+        self._open.set()
+
+    pause_limit: float = 10.0
+
+    @property
+    def pending_token_requests(self) -> int:
+        """Token requests received and not yet answered."""
+        with self._lock:
+            return self._pending
+
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every request seen so far, oldest first."""
@@ -321,8 +341,17 @@ class SemansysEmulator:
         """Answer one token request: (status, headers, body, grant_type)."""
         grant = form.get("grant_type")
         json_headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-        if self.token_delay:
-            time.sleep(self.token_delay)
+        with self._lock:
+            self._pending += 1
+        try:
+            if self.token_delay:
+                time.sleep(self.token_delay)
+            released = self._open.wait(self.pause_limit)
+        finally:
+            with self._lock:
+                self._pending -= 1
+        if not released:
+            return 503, json_headers, b'{"error": "temporarily_unavailable"}', grant
         with self._lock:
             failure = self._failures.popleft() if self._failures else None
         if failure is not None:
@@ -406,6 +435,7 @@ def _reason(status: int) -> str:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the default listen backlog (5) resets bursts of clients
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up mid-request (a cancelled task, a closed pool) is

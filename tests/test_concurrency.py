@@ -1,0 +1,271 @@
+"""Issue 3: one token request for any number of threads, tasks and event loops;
+a loop that never blocks; cancellation; the 401 stampede. Every test is bounded
+by pytest-timeout and by anyio/trio deadlines inside."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import pytest
+import requests
+import trio
+
+from semansys_auth.testing import SemansysEmulator
+
+MODULES = pytest.mark.parametrize("module", [httpx, httpx2], ids=["httpx", "httpx2"])
+
+
+def run_threads(count: int, work: Any) -> list[Any]:
+    barrier = threading.Barrier(count, timeout=10)
+
+    def start(i: int) -> Any:
+        barrier.wait()
+        return work(i)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(start, range(count), timeout=60))
+
+
+def test_threads_with_requests_make_one_token_request(
+    semansys_emulator: SemansysEmulator,
+) -> None:
+    semansys_emulator.token_delay = 1.0  # a slow token endpoint widens the race
+    auth = semansys_emulator.auth()
+
+    def work(i: int) -> list[int]:
+        with requests.Session() as session:
+            session.auth = auth
+            url = f"{semansys_emulator.api_url}/t{i}"
+            return [session.get(url, timeout=10).status_code for _ in range(5)]
+
+    results = run_threads(16, work)
+    assert all(status == 200 for statuses in results for status in statuses)
+    assert len(semansys_emulator.token_requests()) == 1
+
+
+@MODULES
+def test_threads_sharing_one_sync_client_make_one_token_request(
+    semansys_emulator: SemansysEmulator, module: Any
+) -> None:
+    semansys_emulator.token_delay = 1.0
+    auth = semansys_emulator.auth()
+    with module.Client(auth=auth, timeout=10) as client:
+        results = run_threads(
+            16,
+            lambda i: [
+                client.get(f"{semansys_emulator.api_url}/t{i}").status_code for _ in range(5)
+            ],
+        )
+    assert all(status == 200 for statuses in results for status in statuses)
+    assert len(semansys_emulator.token_requests()) == 1
+
+
+@MODULES
+def test_200_asyncio_tasks_make_one_token_request_without_blocking_the_loop(
+    semansys_emulator: SemansysEmulator, module: Any
+) -> None:
+    """The token answer is released by a coroutine on the same loop: if the fetch
+    blocked the loop, that coroutine could not run and the answer would never come
+    (the emulator then answers 503 after 10 s and the test fails)."""
+    auth = semansys_emulator.auth(max_retries=0)
+    semansys_emulator.pause_token_responses()
+
+    async def release_when_asked() -> None:
+        while semansys_emulator.pending_token_requests == 0:
+            await asyncio.sleep(0.005)
+        semansys_emulator.resume_token_responses()
+
+    async def main() -> list[int]:
+        limits = module.Limits(max_connections=50)
+        async with module.AsyncClient(auth=auth, timeout=30, limits=limits) as client:
+            releaser = asyncio.create_task(release_when_asked())
+            replies = await asyncio.gather(
+                *(client.get(f"{semansys_emulator.api_url}/t{i}") for i in range(200))
+            )
+            await releaser
+            return [r.status_code for r in replies]
+
+    statuses = asyncio.run(asyncio.wait_for(main(), 60))
+    assert statuses == [200] * 200
+    assert len(semansys_emulator.token_requests()) == 1
+
+
+@MODULES
+def test_trio_tasks_make_one_token_request(
+    semansys_emulator: SemansysEmulator, module: Any
+) -> None:
+    semansys_emulator.token_delay = 0.3
+    auth = semansys_emulator.auth()
+    statuses: list[int] = []
+
+    async def main() -> None:
+        with trio.fail_after(60):
+            async with module.AsyncClient(auth=auth, timeout=30) as client:
+
+                async def one(i: int) -> None:
+                    statuses.append(
+                        (await client.get(f"{semansys_emulator.api_url}/t{i}")).status_code
+                    )
+
+                async with trio.open_nursery() as nursery:
+                    for i in range(50):
+                        nursery.start_soon(one, i)
+
+    trio.run(main)
+    assert statuses == [200] * 50
+    assert len(semansys_emulator.token_requests()) == 1
+
+
+def test_one_object_on_several_event_loops(semansys_emulator: SemansysEmulator) -> None:
+    """asyncio.run twice in turn, then a loop per thread at once, then trio."""
+    semansys_emulator.token_delay = 0.3
+    auth = semansys_emulator.auth()
+
+    async def burst(tag: str) -> list[int]:
+        async with httpx.AsyncClient(auth=auth, timeout=30) as client:
+            replies = await asyncio.gather(
+                *(client.get(f"{semansys_emulator.api_url}/{tag}{i}") for i in range(20))
+            )
+        return [r.status_code for r in replies]
+
+    assert asyncio.run(burst("a")) == [200] * 20
+    assert asyncio.run(burst("b")) == [200] * 20
+    semansys_emulator.expire_access_tokens()  # the threads below race for a renewal
+    results = run_threads(4, lambda i: asyncio.run(asyncio.wait_for(burst(f"t{i}-"), 60)))
+    assert results == [[200] * 20] * 4
+
+    async def trio_burst() -> int:
+        async with httpx.AsyncClient(auth=auth, timeout=30) as client:
+            return (await client.get(semansys_emulator.api_url + "/trio")).status_code
+
+    assert trio.run(trio_burst) == 200
+    assert [r.grant_type for r in semansys_emulator.token_requests()] == [
+        "password",
+        "refresh_token",
+    ]
+
+
+@MODULES
+def test_cancelled_fetcher_does_not_strand_the_others(
+    semansys_emulator: SemansysEmulator, module: Any
+) -> None:
+    auth = semansys_emulator.auth()
+    semansys_emulator.pause_token_responses()
+
+    async def main() -> list[int]:
+        async with module.AsyncClient(auth=auth, timeout=30) as client:
+            fetcher = asyncio.create_task(client.get(semansys_emulator.api_url + "/first"))
+            while semansys_emulator.pending_token_requests == 0:
+                await asyncio.sleep(0.005)
+            waiters = [
+                asyncio.create_task(client.get(f"{semansys_emulator.api_url}/w{i}"))
+                for i in range(10)
+            ]
+            await asyncio.sleep(0.05)  # let the waiters queue on the lock
+            fetcher.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await fetcher
+            # The cancelled fetch's answer is still held; the next task must take
+            # over with a token request of its own.
+            while semansys_emulator.pending_token_requests < 2:
+                await asyncio.sleep(0.005)
+            semansys_emulator.resume_token_responses()
+            replies = await asyncio.gather(*waiters)
+            return [r.status_code for r in replies]
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == [200] * 10
+
+
+def test_cancelled_waiter_leaves_nothing_held(semansys_emulator: SemansysEmulator) -> None:
+    auth = semansys_emulator.auth()
+    semansys_emulator.pause_token_responses()
+
+    async def main() -> int:
+        async with httpx.AsyncClient(auth=auth, timeout=30) as client:
+            async with anyio.create_task_group() as group:
+                group.start_soon(client.get, semansys_emulator.api_url + "/first")
+                while semansys_emulator.pending_token_requests == 0:
+                    await anyio.sleep(0.005)
+                with anyio.move_on_after(0.2):
+                    await client.get(semansys_emulator.api_url + "/gives-up")
+                semansys_emulator.resume_token_responses()
+            return (await client.get(semansys_emulator.api_url + "/after")).status_code
+
+    assert anyio.run(main) == 200
+    assert len(semansys_emulator.token_requests()) == 1
+
+
+def test_401_stampede_threads_one_refresh(semansys_emulator: SemansysEmulator) -> None:
+    auth = semansys_emulator.auth()
+    with requests.Session() as warm:
+        warm.auth = auth
+        assert warm.get(semansys_emulator.api_url + "/warm", timeout=10).status_code == 200
+    semansys_emulator.expire_access_tokens()
+    semansys_emulator.token_delay = 0.3
+
+    def work(i: int) -> int:
+        return requests.put(
+            f"{semansys_emulator.api_url}/s{i}", data=b"payload", auth=auth, timeout=10
+        ).status_code
+
+    assert run_threads(32, work) == [200] * 32
+    assert [r.grant_type for r in semansys_emulator.token_requests()] == [
+        "password",
+        "refresh_token",
+    ]
+    statuses = [r.status for r in semansys_emulator.requests if r.kind == "api"]
+    assert statuses.count(401) >= 2, "the stampede must actually have happened"
+
+
+@MODULES
+def test_401_stampede_tasks_one_refresh(semansys_emulator: SemansysEmulator, module: Any) -> None:
+    auth = semansys_emulator.auth()
+
+    async def main() -> list[int]:
+        async with module.AsyncClient(auth=auth, timeout=30) as client:
+            assert (await client.get(semansys_emulator.api_url + "/warm")).status_code == 200
+            semansys_emulator.expire_access_tokens()
+            semansys_emulator.token_delay = 0.3
+            replies = await asyncio.gather(
+                *(client.put(f"{semansys_emulator.api_url}/s{i}", content=b"p") for i in range(32))
+            )
+            return [r.status_code for r in replies]
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == [200] * 32
+    assert [r.grant_type for r in semansys_emulator.token_requests()] == [
+        "password",
+        "refresh_token",
+    ]
+    assert [r.status for r in semansys_emulator.requests if r.kind == "api"].count(401) == 32
+
+
+def test_sync_and_async_users_share_the_token(semansys_emulator: SemansysEmulator) -> None:
+    semansys_emulator.token_delay = 0.5
+    auth = semansys_emulator.auth()
+    sync_results: list[int] = []
+
+    def sync_user() -> None:
+        with httpx.Client(auth=auth, timeout=10) as client:
+            sync_results.extend(
+                client.get(f"{semansys_emulator.api_url}/s{i}").status_code for i in range(5)
+            )
+
+    async def async_user() -> list[int]:
+        async with httpx.AsyncClient(auth=auth, timeout=10) as client:
+            replies = await asyncio.gather(
+                *(client.get(f"{semansys_emulator.api_url}/a{i}") for i in range(20))
+            )
+            return [r.status_code for r in replies]
+
+    thread = threading.Thread(target=sync_user)
+    thread.start()
+    assert asyncio.run(asyncio.wait_for(async_user(), 30)) == [200] * 20
+    thread.join(timeout=30)
+    assert sync_results == [200] * 5
+    assert len(semansys_emulator.token_requests()) == 1
