@@ -327,7 +327,11 @@ class Protocol:
                 f"Semansys rejected the client credentials of client_id {self.client_id!r}: "
                 "check client_id and client_secret (both issued by the Semansys support desk)",
             )
-        if error == "invalid_grant" or (error is None and status == 403):
+        if (
+            error == "invalid_grant"
+            or (error is None and status == 403)
+            or (error == "invalid_request" and _names_user_credentials(description))
+        ):
             if grant_type == REFRESH_TOKEN:
                 return make(UserCredentialsError, "The token endpoint refused the refresh token")
             return make(
@@ -359,6 +363,14 @@ class Protocol:
             f"The token endpoint {self.token_url} refused the request: check token_url "
             f"and scope ({self.scope!r})",
         )
+
+
+def _names_user_credentials(description: str | None) -> bool:
+    # Some servers (Authlib among them) answer a wrong password with
+    # invalid_request "Invalid 'username' or 'password' in request." instead of
+    # RFC 6749's invalid_grant. What the user must fix is the same.
+    text = (description or "").lower()
+    return "password" in text or "username" in text
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -226,6 +226,11 @@ def test_refused_refresh_then_refused_password_raises_without_loop() -> None:
         (answer(403, b""), UserCredentialsError, None),
         (answer(400, {"error": "invalid_scope"}), BadTokenRequestError, "invalid_scope"),
         (answer(400, {"error": "invalid_request"}), BadTokenRequestError, "invalid_request"),
+        (
+            answer(400, {"error": "invalid_request", "error_description": "Invalid password"}),
+            UserCredentialsError,
+            "invalid_request",
+        ),
         (answer(400, {}), BadTokenRequestError, None),
         (answer(404, b"<html>Not Found</html>"), BadTokenRequestError, None),
         (answer(302, b"", {"Location": "https://x/"}), BadTokenRequestError, None),
