@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 from .._protocol import mask_username
 
@@ -57,6 +57,9 @@ class RecordedRequest:
     username: str | None = None
     api_version: str | None = None
     at: float = field(default_factory=time.time)
+    """When the answer was sent (epoch seconds)."""
+    received_at: float | None = None
+    """When the request arrived (epoch seconds)."""
 
 
 @dataclass
@@ -424,6 +427,17 @@ class SemansysEmulator:
             self._log.append(entry)
 
 
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip()).decode("utf-8")
+    except ValueError:
+        return None
+    client_id, _, secret = decoded.partition(":")
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
 def _reason(status: int) -> str:
     from http import HTTPStatus
 
@@ -482,6 +496,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         owner = self.owner
+        received_at = time.time()
         url = urlsplit(self.path)
         body = self._body()
         if url.path == "/connect/token":
@@ -489,6 +504,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(405, {"Allow": "POST"}, b"")
                 return
             form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+            basic = _basic_credentials(self.headers.get("Authorization"))
+            if basic is not None:  # client_secret_basic (RFC 6749 section 2.3.1)
+                form["client_id"], form["client_secret"] = basic
             status, headers, payload, grant = owner._token(form)
             owner._record(
                 RecordedRequest(
@@ -499,6 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
                     grant_type=grant,
                     client_id=form.get("client_id"),
                     username=mask_username(form["username"]) if "username" in form else None,
+                    received_at=received_at,
                 )
             )
             self._send(status, headers, payload)
