@@ -262,10 +262,7 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
             else:
                 missing.append(ENV_PREFIX + name.upper())
         if missing:
-            raise ValueError(
-                f"missing configuration: set {', '.join(missing)} in the environment "
-                "(or pass the matching keyword argument)"
-            )
+            raise ValueError(f"missing configuration: set {', '.join(missing)}")
         for name in ("token_url", "scope", "api_version"):
             value = env.get(ENV_PREFIX + name.upper())
             if value:

@@ -1,0 +1,7 @@
+"""``python -m semansys_auth`` is the ``semansys-auth`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

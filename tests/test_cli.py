@@ -1,0 +1,205 @@
+"""The ``semansys-auth`` command, run as a real subprocess against the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from semansys_auth.testing import SemansysEmulator
+
+COMMAND = [sys.executable, "-m", "semansys_auth"]
+
+
+def environment(emulator: SemansysEmulator | None, cache: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEMANSYS_")}
+    if emulator is not None:
+        env.update(emulator.env())
+    env["SEMANSYS_CACHE_DIR"] = str(cache)
+    env.update(extra)
+    return env
+
+
+def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        COMMAND + args, env=env, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_console_script_is_installed() -> None:
+    script = shutil.which("semansys-auth", path=os.path.dirname(sys.executable))
+    assert script is not None
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("semansys-auth ")
+
+
+def test_token_prints_only_the_token(semansys_emulator: SemansysEmulator, tmp_path: Path) -> None:
+    result = run(["token"], environment(semansys_emulator, tmp_path))
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert result.stdout == token + "\n" and token.count(".") == 2
+    assert result.stderr == ""
+    # The token works against the API, as curl would send it.
+    import requests
+
+    reply = requests.get(
+        semansys_emulator.api_url + "/x", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert reply.status_code == 200
+
+
+def test_token_is_cached_between_runs(semansys_emulator: SemansysEmulator, tmp_path: Path) -> None:
+    env = environment(semansys_emulator, tmp_path)
+    first = run(["token"], env).stdout
+    second = run(["token"], env).stdout
+    assert first == second
+    assert len(semansys_emulator.token_requests()) == 1
+    third = run(["token", "--no-cache"], env).stdout
+    assert third != first
+    assert len(semansys_emulator.token_requests()) == 2
+
+
+def test_json_shows_non_secret_fields(semansys_emulator: SemansysEmulator, tmp_path: Path) -> None:
+    result = run(["token", "--json", "--no-cache"], environment(semansys_emulator, tmp_path))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["token_type"] == "Bearer" and data["scope"] == "read write"
+    assert data["expires_in"] == 3600 and data["has_refresh_token"] is True
+    assert "eyJ" not in result.stdout and "access_token" not in result.stdout
+
+
+def test_inspect_shows_claims_unverified(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    result = run(["inspect"], environment(semansys_emulator, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "NOT verified" in result.stdout
+    assert "demo@example.com" in result.stdout and "expires at" in result.stdout
+    assert "eyJ" not in result.stdout
+    as_json = json.loads(
+        run(["inspect", "--json"], environment(semansys_emulator, tmp_path)).stdout
+    )
+    assert as_json["verified"] is False and as_json["claims"]["scope"] == "read write"
+
+
+@pytest.mark.parametrize(
+    ("setting", "code", "words"),
+    [
+        ({"SEMANSYS_PASSWORD": "wrong-pass-word"}, 3, ["user credentials", "HTTP 403"]),
+        ({"SEMANSYS_CLIENT_SECRET": "wrong-cli-secret"}, 3, ["client credentials", "HTTP 401"]),
+        ({"SEMANSYS_TOKEN_URL": "http://127.0.0.1:9/connect/token"}, 4, ["cannot reach"]),
+        ({"SEMANSYS_TOKEN_URL": "http://example.com/token"}, 2, ["is not https"]),
+    ],
+)
+def test_errors_exit_with_one_line_and_no_secret(
+    semansys_emulator: SemansysEmulator,
+    tmp_path: Path,
+    setting: dict[str, str],
+    code: int,
+    words: list[str],
+) -> None:
+    semansys_emulator.dialect = "semansys"
+    result = run(["token", "--no-cache"], environment(semansys_emulator, tmp_path, **setting))
+    assert result.returncode == code
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("semansys-auth: error: ")
+    for word in words:
+        assert word in lines[0]
+    assert "Traceback" not in result.stderr
+    for secret in (*setting.values(), "demo-client-secret", "demo-password"):
+        if "://" not in secret:
+            assert secret not in result.stderr
+
+
+def test_oauth_error_code_is_named(semansys_emulator: SemansysEmulator, tmp_path: Path) -> None:
+    semansys_emulator.dialect = "identityserver"
+    env = environment(semansys_emulator, tmp_path, SEMANSYS_PASSWORD="nope")
+    result = run(["token", "--no-cache"], env)
+    assert result.returncode == 3 and "invalid_grant" in result.stderr
+
+
+def test_unavailable_endpoint_exit_code(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    semansys_emulator.fail_next(10, status=502, html=True)
+    result = run(["token", "--no-cache"], environment(semansys_emulator, tmp_path), stdin="")
+    assert result.returncode == 4 and "HTTP 502" in result.stderr
+
+
+def test_missing_configuration_names_the_variable(tmp_path: Path) -> None:
+    env = environment(None, tmp_path, SEMANSYS_CLIENT_SECRET="x", SEMANSYS_PASSWORD="y")
+    result = run(["token"], env)
+    assert result.returncode == 2
+    assert "SEMANSYS_CLIENT_ID" in result.stderr and "SEMANSYS_USERNAME" in result.stderr
+
+
+def test_usage_error_exit_code(tmp_path: Path) -> None:
+    assert run(["token", "--bogus"], environment(None, tmp_path)).returncode == 2
+    assert run([], environment(None, tmp_path)).returncode == 2
+
+
+def test_password_from_stdin(semansys_emulator: SemansysEmulator, tmp_path: Path) -> None:
+    env = environment(semansys_emulator, tmp_path)
+    del env["SEMANSYS_PASSWORD"]
+    refused = run(["token", "--no-cache"], env)
+    assert refused.returncode == 2 and "--password-stdin" in refused.stderr
+    result = run(["token", "--no-cache", "--password-stdin"], env, stdin="demo-password\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(".") == 2
+
+
+def test_password_prompt_on_a_terminal(semansys_emulator: SemansysEmulator, tmp_path: Path) -> None:
+    env = environment(semansys_emulator, tmp_path)
+    del env["SEMANSYS_PASSWORD"]
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a threaded process; the child execs at once.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid, fd = pty.fork()
+    if pid == 0:  # child: the command, with the pty as its terminal
+        os.execve(sys.executable, [*COMMAND, "token", "--no-cache"], env)
+    output = b""
+    deadline = time.monotonic() + 30
+    answered = False
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break  # the child closed the terminal
+            if not chunk:
+                break
+            output += chunk
+            if not answered and b"password:" in output.lower():
+                os.write(fd, b"demo-password\n")
+                answered = True
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert answered, output
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    text = output.decode()
+    assert "demo-password" not in text  # not echoed
+    assert any(line.strip().count(".") == 2 for line in text.splitlines())
+
+
+def test_verbose_logs_steps_without_secrets(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    result = run(["token", "--no-cache", "-v"], environment(semansys_emulator, tmp_path))
+    assert result.returncode == 0
+    assert "token request: grant_type=password" in result.stderr
+    token = result.stdout.strip()
+    for secret in (token, "demo-client-secret", "demo-password"):
+        assert secret not in result.stderr
