@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser(
         "token",
-        help="print an access token (for curl -H \"Authorization: Bearer $(semansys-auth token)\")",
+        help='print an access token (for curl -H "Authorization: Bearer $(semansys-auth token)")',
         description="Print a valid access token on stdout, and nothing else.",
     )
     with_credentials(token)
@@ -175,7 +175,13 @@ def _auth(args: argparse.Namespace) -> SemansysAuth:
         value = getattr(args, name)
         if value:
             overrides[name] = value
-    _secret("client_secret", "Semansys client secret: ", from_stdin=False, env=env, overrides=overrides)
+    _secret(
+        "client_secret",
+        "Semansys client secret: ",
+        from_stdin=False,
+        env=env,
+        overrides=overrides,
+    )
     _secret(
         "password",
         "Semansys password: ",
@@ -299,4 +305,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(EXIT_UNAVAILABLE, f"cannot reach the token endpoint: {type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         _fail(130, "interrupted")
-

@@ -27,7 +27,9 @@ class _Checker:
         """Print what the server saw for this step, and check it is ``expected``."""
         seen = self.new_requests()
         shown = [
-            f"token({r.grant_type})->{r.status}" if r.kind == "token" else f"{r.method} {r.path}->{r.status}"
+            f"token({r.grant_type})->{r.status}"
+            if r.kind == "token"
+            else f"{r.method} {r.path}->{r.status}"
             for r in seen
         ]
         ok = status == 200 and shown == expected

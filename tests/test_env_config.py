@@ -42,7 +42,7 @@ def test_missing_variable_is_named(missing: str) -> None:
 
 
 def test_every_missing_variable_is_named_at_once() -> None:
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match="missing configuration") as caught:
         SemansysAuth.from_env({})
     for name in FULL:
         assert name in str(caught.value)

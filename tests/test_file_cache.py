@@ -133,7 +133,7 @@ def test_processes_starting_together_make_one_token_request(
     env.update(semansys_emulator.env())
     # Each process waits for a go file, so that all start their fetch together.
     go = tmp_path / "go"
-    script = "import os, time\nwhile not os.path.exists(%r): time.sleep(0.01)\n" % str(go) + WORKER
+    script = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n" + WORKER
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", script, str(tmp_path / "cache")],
