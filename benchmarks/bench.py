@@ -1,7 +1,7 @@
 """Benchmark: per-request cost and behaviour under concurrency, against the peers.
 
     pip install -e '.[bench]'
-    python benchmarks/bench.py            # about two minutes on 2 cores
+    python benchmarks/bench.py            # about three minutes on 2 cores
     python benchmarks/bench.py --quick    # fewer rounds, for a smoke run
 
 Part 1, per-request cost over in-memory transports (httpx.MockTransport, a
@@ -510,7 +510,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and requests")
     args = parser.parse_args()
-    rounds, count = (3, 500) if args.quick else (9, 2000)
+    rounds, count = (3, 500) if args.quick else (15, 2000)
 
     print(f"Part 1: per-request cost, best of {rounds} rounds x {count} requests")
     results = per_request(rounds, count)

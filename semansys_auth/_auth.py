@@ -344,7 +344,7 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
         logger.debug(
             "API answered 401 to %s %s: renewing the token, resending once",
             request.method,
-            request.url.copy_with(query=None),
+            request.url.path,  # no query, no userinfo: either may hold secrets
         )
         held = yield from self._locked_obtain(held.header)
         self._prepare(request.headers, held)
@@ -373,7 +373,9 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
             instruction = next(flow)
             while True:
                 result: Any = None
-                if instruction is _LOCK:
+                if instruction is request:  # the common case first
+                    result = yield instruction
+                elif instruction is _LOCK:
                     self._gate.acquire()
                     locked = True
                 elif instruction is _UNLOCK:
@@ -383,10 +385,9 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
                     response = yield self._token_request(request, instruction)
                     body = response.read()
                     result = TokenResponse(response.status_code, response.headers, body)
-                elif isinstance(instruction, Sleep):
-                    time.sleep(instruction.seconds)
                 else:
-                    result = yield instruction
+                    assert isinstance(instruction, Sleep), instruction
+                    time.sleep(instruction.seconds)
                 instruction = flow.send(result)
         except StopIteration:
             return
@@ -402,7 +403,9 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
             instruction = next(flow)
             while True:
                 result: Any = None
-                if instruction is _LOCK:
+                if instruction is request:  # the common case first
+                    result = yield instruction
+                elif instruction is _LOCK:
                     lock = self._gate.loop_lock()
                     await self._gate.acquire_async(lock)
                     loop_lock = lock
@@ -414,10 +417,9 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
                     response = yield self._token_request(request, instruction)
                     body = await response.aread()
                     result = TokenResponse(response.status_code, response.headers, body)
-                elif isinstance(instruction, Sleep):
-                    await anyio.sleep(instruction.seconds)
                 else:
-                    result = yield instruction
+                    assert isinstance(instruction, Sleep), instruction
+                    await anyio.sleep(instruction.seconds)
                 instruction = flow.send(result)
         except StopIteration:
             return

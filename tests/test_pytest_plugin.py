@@ -20,7 +20,8 @@ def test_my_filing_client(semansys_emulator):
     assert reply.status_code == 200
     semansys_emulator.expire_access_tokens()
     assert session.get(semansys_emulator.api_url + "/reports", timeout=10).status_code == 200
-    assert [r.grant_type for r in semansys_emulator.token_requests()] == ["password", "refresh_token"]
+    grants = [r.grant_type for r in semansys_emulator.token_requests()]
+    assert grants == ["password", "refresh_token"]
 
 
 def test_each_test_gets_a_fresh_emulator(semansys_emulator):
