@@ -326,16 +326,31 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
 
     # -- httpx ---------------------------------------------------------------------
 
+    def _authorize(self, request: Any, held: Held) -> Callable[[], None] | None:
+        """Put the token on an httpx request; return how to rewind its body for a
+        resend (None if it cannot be resent). Called before the first send."""
+        self._prepare(request.headers, held)
+        return _httpx_rewinder(request)
+
     def _flow(self, request: Any) -> Generator[_Instruction, Any, None]:
-        """The whole life of one httpx request, shared by sync and async clients."""
+        """The life of one httpx request that has no usable token yet.
+
+        Shared by the sync and async clients. (When a usable token is held, the
+        drivers take the hot path themselves: the same three steps, without the
+        lock and without driving this generator.)
+        """
         held = self._state.fresh()
         if held is None:
             held = yield from self._locked_obtain(None)
-        self._prepare(request.headers, held)
-        rewind = _httpx_rewinder(request)
+        rewind = self._authorize(request, held)
         response = yield request
-        if response.status_code != 401:
-            return
+        if response.status_code == 401:
+            yield from self._after_401(request, response, held, rewind)
+
+    def _after_401(
+        self, request: Any, response: Any, held: Held, rewind: Callable[[], None] | None
+    ) -> Generator[_Instruction, Any, None]:
+        """Renew the token and resend ``request`` once, if the 401 was to our token."""
         if response.request.headers.get("Authorization") != held.header:
             return  # not our token (a redirect to another origin dropped it)
         if rewind is None:
@@ -367,7 +382,15 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
         )
 
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        flow = self._flow(request)
+        held = self._state.fresh()
+        if held is not None:  # the hot path: a usable token, no lock needed
+            rewind = self._authorize(request, held)
+            response = yield request
+            if response.status_code != 401:
+                return
+            flow = self._after_401(request, response, held, rewind)
+        else:
+            flow = self._flow(request)
         locked = False
         try:
             instruction = next(flow)
@@ -397,7 +420,15 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
                 self._gate.release()
 
     async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
-        flow = self._flow(request)
+        held = self._state.fresh()
+        if held is not None:  # the hot path: a usable token, no lock needed
+            rewind = self._authorize(request, held)
+            response = yield request
+            if response.status_code != 401:
+                return
+            flow = self._after_401(request, response, held, rewind)
+        else:
+            flow = self._flow(request)
         loop_lock: anyio.Lock | None = None
         try:
             instruction = next(flow)

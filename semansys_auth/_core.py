@@ -119,18 +119,20 @@ class TokenState:
         """
         now = self.clock()
         held = self.current
+        newer_than = -math.inf
         if held is not None:
             if held.header != stale and now < held.refresh_at:
                 return held
             if held.header == stale:
                 logger.debug("the API answered 401 to the current token: discarding it")
                 self.current = None
+                newer_than = held.token.obtained_at
             else:
                 logger.debug(
                     "token expires in %.0f s: renewing it before use",
                     (held.token.expires_at or now) - now,
                 )
-        cached = self._from_cache(stale, now)
+        cached = self._from_cache(stale, now, newer_than)
         if cached is not None:
             return cached
         if now < self._rejected_until and self._rejected is not None:
@@ -245,7 +247,12 @@ class TokenState:
                 logger.warning("on_token callback raised; ignored", exc_info=True)
         return held
 
-    def _from_cache(self, stale: str | None, now: float) -> Held | None:
+    def _from_cache(self, stale: str | None, now: float, newer_than: float) -> Held | None:
+        """A usable token from the cache (another process may have renewed it).
+
+        After a 401, only a token obtained after the refused one is taken: an
+        older one was probably refused as well.
+        """
         if self.cache is None:
             return None
         try:
@@ -253,7 +260,7 @@ class TokenState:
         except Exception as exc:
             logger.warning("token cache load failed: %s", type(exc).__name__)
             return None
-        if token is None or token.authorization == stale:
+        if token is None or token.authorization == stale or token.obtained_at <= newer_than:
             return None
         if now >= token.refresh_at(self.leeway):
             # Its access token is spent, but its refresh token may be the newest one

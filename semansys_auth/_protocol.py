@@ -26,6 +26,7 @@ import ipaddress
 import json
 import re
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -118,14 +119,17 @@ class Redactor:
     )
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: set[str] = {s for s in secrets if s}
+        self._fixed: set[str] = {s for s in secrets if s}
+        # Tokens come and go: keep the recent ones only, so that a process that
+        # runs for months does not accumulate every token it ever held.
+        self._recent: deque[str] = deque(maxlen=16)
 
     def add(self, *secrets: str | None) -> None:
-        self._secrets.update(s for s in secrets if s)
+        self._recent.extend(s for s in secrets if s and s not in self._recent)
 
     def __call__(self, text: str) -> str:
         # Longest first, so a secret that contains another is removed whole.
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in sorted({*self._fixed, *self._recent}, key=len, reverse=True):
             text = text.replace(secret, "***")
         text = self._JWT.sub("<jwt>", text)
         return self._PAIR.sub(r"\1***", text)

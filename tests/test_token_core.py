@@ -319,3 +319,29 @@ def test_token_repr_hides_secrets() -> None:
     )
     assert "AT-secret" not in repr(token) and "RT-secret" not in str(token)
     assert Token.from_json(token.to_json()) == token
+
+
+def test_cache_gives_a_newer_token_but_not_an_older_one_after_a_401() -> None:
+    from semansys_auth import MemoryTokenCache
+
+    clock = Clock()
+    cache = MemoryTokenCache()
+    state = make_state(clock, cache=cache)
+    old = Token(access_token="at-0", expires_at=clock.now + 3600, obtained_at=clock.now - 10)
+    first, _ = run(state.obtain(), [ok("at-1")])  # saved to the cache
+    cache.save(state.cache_key, old)  # an older token, written by a slow process
+    held, steps = run(state.obtain(stale=first.header), [ok("at-2")])
+    assert held.header == "Bearer at-2" and len(steps) == 1, "the older token was not taken"
+    newer = Token(access_token="at-3", expires_at=clock.now + 3600, obtained_at=clock.now + 1)
+    cache.save(state.cache_key, newer)  # another process renewed meanwhile
+    held, steps = run(state.obtain(stale=held.header), [])
+    assert held.header == "Bearer at-3" and steps == []
+
+
+def test_redactor_keeps_a_bounded_number_of_tokens() -> None:
+    from semansys_auth._protocol import Redactor
+
+    redactor = Redactor(["fixed-secret"])
+    for i in range(100):
+        redactor.add(f"token-{i:03d}")
+    assert redactor("fixed-secret token-099 token-000") == "*** *** token-000"
