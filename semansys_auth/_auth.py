@@ -103,6 +103,19 @@ def _httpx_rewinder(request: Any) -> Callable[[], None] | None:
     return rewind
 
 
+def _token_response(sent: TokenRequest, response: Any, body: bytes) -> TokenResponse:
+    """An httpx token answer for the core.
+
+    A client created with ``follow_redirects=True`` follows redirects of the
+    token request too; the answer of a redirected token request is not trusted
+    but reported as the redirect it was (the core's message says to set
+    ``token_url`` to the final URL).
+    """
+    if response.request.url != type(response.request.url)(sent.url):
+        return TokenResponse(307, {"Location": str(response.request.url)}, b"")
+    return TokenResponse(response.status_code, response.headers, body)
+
+
 def _requests_replayable(prepared: requests.PreparedRequest) -> bool:
     body = prepared.body
     if body is None or isinstance(body, (bytes, str)):
@@ -406,8 +419,7 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
                     self._gate.release()
                 elif isinstance(instruction, TokenRequest):
                     response = yield self._token_request(request, instruction)
-                    body = response.read()
-                    result = TokenResponse(response.status_code, response.headers, body)
+                    result = _token_response(instruction, response, response.read())
                 else:
                     assert isinstance(instruction, Sleep), instruction
                     time.sleep(instruction.seconds)
@@ -446,8 +458,7 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
                     self._gate.release_async(lock)
                 elif isinstance(instruction, TokenRequest):
                     response = yield self._token_request(request, instruction)
-                    body = await response.aread()
-                    result = TokenResponse(response.status_code, response.headers, body)
+                    result = _token_response(instruction, response, await response.aread())
                 else:
                     assert isinstance(instruction, Sleep), instruction
                     await anyio.sleep(instruction.seconds)

@@ -151,3 +151,17 @@ def test_errors_pickle_with_their_fields() -> None:
         5.0,
         str(error),
     )
+
+
+def test_redirected_token_endpoint_is_reported_not_followed(
+    semansys_emulator: SemansysEmulator, kind: str
+) -> None:
+    """Even through a client that follows redirects, a redirected token request is
+    an error that says where it went."""
+    token_url = f"{semansys_emulator.api_url}/redirect?to={semansys_emulator.token_url}"
+    auth = semansys_emulator.auth(token_url=token_url)
+    options = {} if kind == "requests" else {"follow_redirects": True}
+    with pytest.raises(BadTokenRequestError, match="redirected to") as caught:
+        send(kind, auth, "GET", semansys_emulator.api_url + "/a", **options)
+    assert semansys_emulator.token_url in str(caught.value)
+    assert semansys_emulator.token_requests() == [] or kind != "requests"
