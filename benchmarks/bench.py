@@ -7,8 +7,9 @@
 Part 1, per-request cost over in-memory transports (httpx.MockTransport, a
 requests transport adapter): the time of one request with each auth, divided by
 the time with a hand-set static ``Authorization`` header. Every contender runs
-in each round, interleaved, and the best round counts (the usual way to measure
-overhead on a noisy machine). The token is fetched before timing starts.
+in each round, in a shuffled order, with the garbage collector paused, and the
+best round counts (the usual way to measure overhead on a noisy machine). The
+token is fetched before timing starts.
 
 Part 2, concurrency against a loopback token server that takes 300 ms to answer
 (the package's own emulator): token requests caused by 16 threads x 20 requests
@@ -26,6 +27,7 @@ import gc
 import io
 import json
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -287,6 +289,16 @@ async def time_async(client: Any, count: int) -> float:
         gc.enable()
 
 
+_order = random.Random(20261127)
+
+
+def shuffled(clients: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The contenders in a new order each round: no one always runs first."""
+    items = list(clients.items())
+    _order.shuffle(items)
+    return items
+
+
 def per_request(rounds: int, count: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     import httpx2
@@ -299,7 +311,7 @@ def per_request(rounds: int, count: int) -> dict[str, dict[str, float]]:
             time_sync(client.get, 200)  # warm up; fetches the token
         best = dict.fromkeys(clients, float("inf"))
         for _ in range(rounds):
-            for name, client in clients.items():
+            for name, client in shuffled(clients):
                 best[name] = min(best[name], time_sync(client.get, count))
         results[label] = best
         for client in clients.values():
@@ -311,7 +323,7 @@ def per_request(rounds: int, count: int) -> dict[str, dict[str, float]]:
             await time_async(client, 200)
         best = dict.fromkeys(clients, float("inf"))
         for _ in range(rounds):
-            for name, client in clients.items():
+            for name, client in shuffled(clients):
                 best[name] = min(best[name], await time_async(client, count))
         for client in clients.values():
             await client.aclose()
