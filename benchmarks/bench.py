@@ -175,6 +175,21 @@ def requests_contenders() -> dict[str, Callable[[], requests.Session]]:
     }
 
 
+def httpx_auth_for(transport: Any) -> Any:
+    """httpx_auth's password-grant auth, fetching its token over ``transport``."""
+    import httpx_auth
+
+    httpx_auth.OAuth2.token_cache.clear()  # a process-wide cache
+    return httpx_auth.OAuth2ResourceOwnerPasswordCredentials(
+        TOKEN_URL,
+        CREDENTIALS["username"],
+        CREDENTIALS["password"],
+        client=httpx.Client(transport=transport),
+        client_id=CREDENTIALS["client_id"],
+        client_secret=CREDENTIALS["client_secret"],
+    )
+
+
 def httpx_contenders(module: Any) -> dict[str, Callable[[], Any]]:
     transport = mock_transport(module)
 
@@ -187,18 +202,7 @@ def httpx_contenders(module: Any) -> dict[str, Callable[[], Any]]:
         )
 
     def httpx_auth_() -> httpx.Client:
-        import httpx_auth
-
-        httpx_auth.OAuth2.token_cache.clear()
-        auth = httpx_auth.OAuth2ResourceOwnerPasswordCredentials(
-            TOKEN_URL,
-            CREDENTIALS["username"],
-            CREDENTIALS["password"],
-            client=httpx.Client(transport=transport),
-            client_id=CREDENTIALS["client_id"],
-            client_secret=CREDENTIALS["client_secret"],
-        )
-        return httpx.Client(transport=transport, auth=auth)
+        return httpx.Client(transport=transport, auth=httpx_auth_for(transport))
 
     def authlib_() -> Any:
         from authlib.integrations.httpx_client import OAuth2Client
@@ -241,18 +245,7 @@ def async_contenders(module: Any) -> dict[str, Callable[[], Any]]:
         )
 
     def httpx_auth_() -> Any:
-        import httpx_auth
-
-        httpx_auth.OAuth2.token_cache.clear()
-        auth = httpx_auth.OAuth2ResourceOwnerPasswordCredentials(
-            TOKEN_URL,
-            CREDENTIALS["username"],
-            CREDENTIALS["password"],
-            client=httpx.Client(transport=transport),
-            client_id=CREDENTIALS["client_id"],
-            client_secret=CREDENTIALS["client_secret"],
-        )
-        return httpx.AsyncClient(transport=transport, auth=auth)
+        return httpx.AsyncClient(transport=transport, auth=httpx_auth_for(transport))
 
     def authlib_() -> Any:
         from authlib.integrations.httpx_client import AsyncOAuth2Client

@@ -217,8 +217,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     auth = _auth(args)
     claims = jwt_claims(auth.get_token())
     if claims is None:
-        print("The access token is not a JWT: it has no claims to show.", file=sys.stderr)
-        return EXIT_TOKEN_ERROR
+        _fail(EXIT_TOKEN_ERROR, "the access token is not a JWT: it has no claims to show")
     if args.json:
         print(json.dumps({"verified": False, "claims": claims}, indent=2, sort_keys=True))
         return EXIT_OK

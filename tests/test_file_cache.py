@@ -111,8 +111,8 @@ def test_broken_cache_warns_and_does_not_break_requests(
     auth = semansys_emulator.auth(token_cache=BrokenCache())
     with caplog.at_level(logging.WARNING, logger="semansys_auth"):
         assert send(kind, auth, "GET", semansys_emulator.api_url + "/a").status == 200
-    assert "token cache load failed: OSError" in caplog.text
-    assert "token cache save failed: OSError" in caplog.text
+    assert "token cache load failed: OSError: disk on fire" in caplog.text
+    assert "token cache save failed: OSError: disk on fire" in caplog.text
 
 
 WORKER = textwrap.dedent(
