@@ -313,6 +313,15 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
     def __hash__(self) -> int:
         return id(self)
 
+    def __reduce_ex__(self, protocol: object) -> Any:
+        # The default error ("cannot pickle '_thread.lock' object") says nothing
+        # useful, and pickling would copy the credentials into a task queue.
+        raise TypeError(
+            "SemansysAuth cannot be pickled or deep-copied: create one per process "
+            "(SemansysAuth.from_env() reads the SEMANSYS_* variables) and share tokens "
+            "between processes with token_cache=FileTokenCache(directory)"
+        )
+
     # -- explicit token access ---------------------------------------------------
 
     def get_token(self) -> str:

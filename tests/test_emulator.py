@@ -117,9 +117,13 @@ def test_log_masks_secrets(semansys_emulator: SemansysEmulator) -> None:
         assert secret not in shown
 
 
-def test_bad_dialect_is_refused() -> None:
+def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="dialect"):
         SemansysEmulator(dialect="keycloak")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="access_token_lifetime"):
+        SemansysEmulator(access_token_lifetime=0)
+    with pytest.raises(ValueError, match="token_delay"):
+        SemansysEmulator(token_delay=-1)
 
 
 def test_not_running_is_explained() -> None:

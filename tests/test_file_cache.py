@@ -156,3 +156,38 @@ def test_processes_starting_together_make_one_token_request(
     assert len(semansys_emulator.token_requests()) == 1
     stored = json.loads(next((tmp_path / "cache").glob("*.json")).read_text())
     assert stored["token"]["access_token"] == tokens.pop()
+
+
+def test_a_second_object_on_the_same_files_makes_no_request(
+    semansys_emulator: SemansysEmulator, kind: str, tmp_path: Path
+) -> None:
+    first = semansys_emulator.auth(token_cache=FileTokenCache(tmp_path))
+    second = semansys_emulator.auth(token_cache=FileTokenCache(tmp_path))  # as another process
+    assert send(kind, first, "GET", semansys_emulator.api_url + "/a").status == 200
+    assert send(kind, second, "GET", semansys_emulator.api_url + "/a").status == 200
+    assert len(semansys_emulator.token_requests()) == 1
+
+
+def test_async_objects_sharing_files_make_one_request(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import httpx
+
+    semansys_emulator.token_delay = 0.3
+    auths = [semansys_emulator.auth(token_cache=FileTokenCache(tmp_path)) for _ in range(4)]
+
+    async def main() -> list[int]:
+        clients = [httpx.AsyncClient(auth=auth, timeout=30) for auth in auths]
+        try:
+            replies = await asyncio.gather(
+                *(c.get(f"{semansys_emulator.api_url}/{i}") for i, c in enumerate(clients * 5))
+            )
+        finally:
+            for client in clients:
+                await client.aclose()
+        return [r.status_code for r in replies]
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == [200] * 20
+    assert len(semansys_emulator.token_requests()) == 1

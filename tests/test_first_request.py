@@ -95,3 +95,14 @@ def test_bad_options_name_the_problem(field: str, value: object, message: str) -
     }
     with pytest.raises((ValueError, TypeError), match=message):
         SemansysAuth(**kwargs)  # type: ignore[arg-type]
+
+
+def test_pickling_is_refused_with_advice() -> None:
+    import copy
+    import pickle
+
+    auth = SemansysAuth(client_id="c", client_secret="s3cr3t", username="u@x", password="p4ss")
+    for attempt in (pickle.dumps, copy.deepcopy, copy.copy):
+        with pytest.raises(TypeError, match="FileTokenCache") as caught:
+            attempt(auth)
+        assert "s3cr3t" not in str(caught.value)

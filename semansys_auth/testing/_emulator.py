@@ -124,6 +124,14 @@ class SemansysEmulator:
     ) -> None:
         if dialect not in _DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(_DIALECTS)}, got {dialect!r}")
+        for name, value in (
+            ("access_token_lifetime", access_token_lifetime),
+            ("refresh_token_lifetime", refresh_token_lifetime),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if token_delay < 0:
+            raise ValueError(f"token_delay must be >= 0, got {token_delay!r}")
         self.host = host
         self._requested_port = port
         self.access_token_lifetime = access_token_lifetime
