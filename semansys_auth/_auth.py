@@ -490,8 +490,8 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
     def _obtain_blocking(self, stale: str | None) -> Held:
         """Drive the token core with blocking I/O through requests (threads)."""
         self._gate.acquire()
+        flow = self._state.obtain(stale)
         try:
-            flow = self._state.obtain(stale)
             result: TokenResponse | None = None
             while True:
                 try:
@@ -504,6 +504,7 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
                 else:
                     result = self._send_with_requests(instruction)
         finally:
+            flow.close()
             self._gate.release()
 
     def _send_with_requests(self, instruction: TokenRequest) -> TokenResponse:
@@ -547,10 +548,12 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
         cast(Any, extract_cookies_to_jar)(jar, r.request, r.raw)
         prepared.prepare_cookies(jar)
         self._prepare(prepared.headers, held)
-        # One resend only: the copy must not come back to this hook.
-        prepared.hooks["response"] = [
-            h for h in prepared.hooks["response"] if h != self._handle_401
-        ]
+        # One resend only: the copy must not come back to this hook. (copy()
+        # shares the hooks dict with the original: replace it, do not mutate it.)
+        prepared.hooks = {
+            **prepared.hooks,
+            "response": [h for h in prepared.hooks["response"] if h != self._handle_401],
+        }
         if prepared.body is not None and not isinstance(prepared.body, (bytes, str)):
             rewind_body(prepared)
         connection = r.connection

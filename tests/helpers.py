@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -133,9 +131,3 @@ class RecordingServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
-
-
-@contextmanager
-def recording_server(status: int = 200) -> Iterator[RecordingServer]:
-    with RecordingServer(status) as server:
-        yield server

@@ -147,3 +147,21 @@ def test_response_history_and_body_of_the_401_are_kept_for_requests(
     assert response.status_code == 200
     assert [r.status_code for r in response.history] == [401]
     assert json.loads(response.history[0].content) == {"message": "invalid or expired token"}
+
+
+def test_a_prepared_request_sent_twice_is_retried_both_times(
+    semansys_emulator: SemansysEmulator,
+) -> None:
+    """The resend must not strip the 401 handling from the caller's own request."""
+    import requests
+
+    with requests.Session() as session:
+        session.auth = semansys_emulator.auth()
+        prepared = session.prepare_request(
+            requests.Request("POST", semansys_emulator.api_url + "/a", data=b"x")
+        )
+        session.get(semansys_emulator.api_url + "/warm-up", timeout=10)
+        for _ in range(2):
+            semansys_emulator.expire_access_tokens()
+            prepared.headers["Authorization"] = session.auth._state.current.header  # type: ignore[union-attr]
+            assert session.send(prepared, timeout=10).status_code == 200
