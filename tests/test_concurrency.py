@@ -242,7 +242,8 @@ def test_401_stampede_tasks_one_refresh(semansys_emulator: SemansysEmulator, mod
         "password",
         "refresh_token",
     ]
-    assert [r.status for r in semansys_emulator.requests if r.kind == "api"].count(401) == 32
+    statuses = [r.status for r in semansys_emulator.requests if r.kind == "api"]
+    assert statuses.count(401) >= 2, "the stampede must actually have happened"
 
 
 def test_sync_and_async_users_share_the_token(semansys_emulator: SemansysEmulator) -> None:

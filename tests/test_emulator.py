@@ -66,11 +66,11 @@ def test_api_challenges_unknown_tokens(semansys_emulator: SemansysEmulator) -> N
 
 
 def test_access_tokens_expire_server_side(semansys_emulator: SemansysEmulator) -> None:
-    semansys_emulator.access_token_lifetime = 1
+    semansys_emulator.access_token_lifetime = 2
     access = token(semansys_emulator).json()["access_token"]
     headers = {"Authorization": f"Bearer {access}"}
     assert httpx.get(semansys_emulator.api_url + "/x", headers=headers).status_code == 200
-    time.sleep(1.1)
+    time.sleep(2.1)
     assert httpx.get(semansys_emulator.api_url + "/x", headers=headers).status_code == 401
 
 

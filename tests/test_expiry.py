@@ -11,12 +11,12 @@ from semansys_auth.testing import SemansysEmulator
 def test_token_renewed_before_expiry_without_a_401(
     semansys_emulator: SemansysEmulator, kind: str
 ) -> None:
-    semansys_emulator.access_token_lifetime = 2  # renewed after half of it: 1 s
+    semansys_emulator.access_token_lifetime = 4  # renewed after half of it: 2 s
     auth = semansys_emulator.auth()
     assert send(kind, auth, "GET", semansys_emulator.api_url + "/a").status == 200
     assert send(kind, auth, "GET", semansys_emulator.api_url + "/a").status == 200
     assert len(semansys_emulator.token_requests()) == 1
-    time.sleep(1.2)
+    time.sleep(2.1)
     assert send(kind, auth, "GET", semansys_emulator.api_url + "/a").status == 200
     assert [r.grant_type for r in semansys_emulator.token_requests()] == [
         "password",

@@ -229,10 +229,10 @@ def test_rotated_refresh_tokens_keep_working(authlib_server: tuple[str, Store], 
 
 def test_proactive_refresh_before_expiry(authlib_server: tuple[str, Store], kind: str) -> None:
     base, store = authlib_server
-    store.lifetime = 2
+    store.lifetime = 4
     auth = make_auth(base)
     assert send(kind, auth, "GET", base + "/api/me").status == 200
-    time.sleep(1.2)
+    time.sleep(2.1)
     assert send(kind, auth, "GET", base + "/api/me").status == 200
     assert store.grants == ["password", "refresh_token"]
 

@@ -22,16 +22,16 @@ def test_debug_lines_for_each_step(
     semansys_emulator: SemansysEmulator, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="semansys_auth")
-    semansys_emulator.access_token_lifetime = 2
+    semansys_emulator.access_token_lifetime = 4
     auth = semansys_emulator.auth()
     send(kind, auth, "GET", semansys_emulator.api_url + "/a")
     debug = messages(caplog, logging.DEBUG)
     assert any(m.startswith("token request: grant_type=password") for m in debug)
     assert any(
-        m.startswith("token obtained: grant_type=password expires_in=2s scope=read write")
+        m.startswith("token obtained: grant_type=password expires_in=4s scope=read write")
         for m in debug
     )
-    time.sleep(1.1)
+    time.sleep(2.1)
     send(kind, auth, "GET", semansys_emulator.api_url + "/a")
     assert any("renewing it before use" in m for m in messages(caplog, logging.DEBUG))
     semansys_emulator.expire_access_tokens()

@@ -34,16 +34,13 @@ def test_transient_failures_are_retried(
 
 
 def test_retry_after_is_honoured(semansys_emulator: SemansysEmulator, kind: str) -> None:
-    import time
 
     semansys_emulator.fail_next(1, status=429, retry_after=1)
     auth = semansys_emulator.auth(backoff=0.0)
-    started = time.monotonic()
     assert send(kind, auth, "GET", semansys_emulator.api_url + "/a").status == 200
     requests = semansys_emulator.token_requests()
     assert len(requests) == 2
     assert requests[1].at - requests[0].at >= 0.9
-    assert time.monotonic() - started < 9
 
 
 def test_retry_after_beyond_the_cap_fails_at_once(
