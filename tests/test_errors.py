@@ -4,6 +4,7 @@ HTTP library's own."""
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import httpx
 import httpx2
@@ -165,3 +166,27 @@ def test_redirected_token_endpoint_is_reported_not_followed(
         send(kind, auth, "GET", semansys_emulator.api_url + "/a", **options)
     assert semansys_emulator.token_url in str(caught.value)
     assert semansys_emulator.token_requests() == [] or kind != "requests"
+
+
+def test_token_request_timeouts_stay_the_libraries_own(semansys_emulator: SemansysEmulator) -> None:
+    """httpx token requests inherit the client's timeout (a request built without
+    one would wait forever); requests users set ``timeout``."""
+    import asyncio
+
+    semansys_emulator.token_delay = 3
+    url = semansys_emulator.api_url + "/a"
+    with pytest.raises(requests.ReadTimeout):
+        requests.get(url, auth=semansys_emulator.auth(timeout=0.3), timeout=10)
+    for module in (httpx, httpx2):
+        with (
+            module.Client(auth=semansys_emulator.auth(), timeout=0.3) as client,
+            pytest.raises(module.ReadTimeout),
+        ):
+            client.get(url)
+
+        async def go(module: Any = module) -> None:
+            async with module.AsyncClient(auth=semansys_emulator.auth(), timeout=0.3) as client:
+                await client.get(url)
+
+        with pytest.raises(module.ReadTimeout):
+            asyncio.run(go())
