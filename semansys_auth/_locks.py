@@ -37,12 +37,24 @@ class Gate:
         self._cache_lock = cache_lock
         self._cache_lock_timeout = cache_lock_timeout
         self._cache_lock_held = False
+        self._owner: int | None = None  # thread that holds the thread lock
         self._loop_lock: RunVar[anyio.Lock] = RunVar("semansys_auth_loop_lock")
 
     # -- threads --------------------------------------------------------------
 
     def acquire(self) -> None:
-        self._thread_lock.acquire()
+        if not self._thread_lock.acquire(blocking=False):
+            if self._owner == threading.get_ident():
+                # Only an async task of this very thread's event loop can hold it:
+                # a blocking call here would wait for the loop it is blocking.
+                raise RuntimeError(
+                    "a blocking client (requests, httpx.Client) used SemansysAuth inside a "
+                    "running event loop while an async request of that loop was fetching the "
+                    "token: this would deadlock. Use httpx.AsyncClient there, or run the "
+                    "blocking call in a worker thread (anyio.to_thread.run_sync)."
+                )
+            self._thread_lock.acquire()
+        self._owner = threading.get_ident()
         if self._cache_lock is not None:
             self._cache_lock_held = self._cache_lock.acquire(self._cache_lock_timeout)
             if not self._cache_lock_held:
@@ -53,6 +65,7 @@ class Gate:
             self._cache_lock_held = False
             assert self._cache_lock is not None
             self._cache_lock.release()
+        self._owner = None
         self._thread_lock.release()
 
     # -- event loops ----------------------------------------------------------
@@ -76,6 +89,7 @@ class Gate:
         except BaseException:
             loop_lock.release()
             raise
+        self._owner = threading.get_ident()
         if self._cache_lock is None:
             return
         try:

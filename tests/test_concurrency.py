@@ -270,3 +270,24 @@ def test_sync_and_async_users_share_the_token(semansys_emulator: SemansysEmulato
     thread.join(timeout=30)
     assert sync_results == [200] * 5
     assert len(semansys_emulator.token_requests()) == 1
+
+
+def test_blocking_call_inside_the_fetching_loop_fails_fast_instead_of_deadlocking(
+    semansys_emulator: SemansysEmulator,
+) -> None:
+    auth = semansys_emulator.auth()
+    semansys_emulator.pause_token_responses()
+
+    async def main() -> int:
+        async with httpx.AsyncClient(auth=auth, timeout=30) as client:
+            fetch = asyncio.create_task(client.get(semansys_emulator.api_url + "/async"))
+            while semansys_emulator.pending_token_requests == 0:
+                await asyncio.sleep(0.005)
+            # A blocking call on the loop's own thread, while this loop fetches:
+            with pytest.raises(RuntimeError, match="deadlock"):
+                requests.get(semansys_emulator.api_url + "/blocking", auth=auth, timeout=5)  # noqa: ASYNC210 (the misuse under test)
+            semansys_emulator.resume_token_responses()
+            return (await fetch).status_code
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == 200
+    assert len(semansys_emulator.token_requests()) == 1
