@@ -359,11 +359,10 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
 
         Shared by the sync and async clients. (When a usable token is held, the
         drivers take the hot path themselves: the same three steps, without the
-        lock and without driving this generator.)
+        lock and without driving this generator.) The core re-checks under the
+        lock, so a token that arrived meanwhile is used without a request.
         """
-        held = self._state.fresh()
-        if held is None:
-            held = yield from self._locked_obtain(None)
+        held = yield from self._locked_obtain(None)
         rewind = self._authorize(request, held)
         response = yield request
         if response.status_code == 401:

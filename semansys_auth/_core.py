@@ -239,7 +239,7 @@ class TokenState:
             try:
                 self.cache.save(self.cache_key, token)
             except Exception as exc:  # a broken cache must not break the API call
-                logger.warning("token cache save failed: %s", self._describe(exc))
+                logger.warning("token cache save failed: %s", self._redacted_reason(exc))
         if self.on_token is not None:
             try:
                 self.on_token(token.info())
@@ -258,7 +258,7 @@ class TokenState:
         try:
             token = self.cache.load(self.cache_key)
         except Exception as exc:
-            logger.warning("token cache load failed: %s", self._describe(exc))
+            logger.warning("token cache load failed: %s", self._redacted_reason(exc))
             return None
         if token is None or token.authorization == stale or token.obtained_at <= newer_than:
             return None
@@ -273,7 +273,7 @@ class TokenState:
         logger.debug("token taken from the cache (expires in %s)", _expires_in(token, now))
         return self._adopt(replace(token, grant_type="cache"), save=False)
 
-    def _describe(self, exc: Exception) -> str:
+    def _redacted_reason(self, exc: Exception) -> str:
         return self.protocol.redact(f"{type(exc).__name__}: {exc}")
 
     def describe(self) -> str:

@@ -218,7 +218,7 @@ class Protocol:
             raise self._non_json_error(grant_type, response, now)
         error = data.get("error")
         error = error if isinstance(error, str) and error else None
-        if status >= 400 or error is not None or not 200 <= status < 300:
+        if error is not None or not 200 <= status < 300:
             raise self._error(grant_type, response, error, data, now)
         return self._token(grant_type, data, now)
 
@@ -257,7 +257,6 @@ class Protocol:
             )
         refresh = data.get("refresh_token")
         refresh = refresh if isinstance(refresh, str) and refresh else None
-        self.redact.add(access, refresh)
         expires_at: float | None = None
         if expires_in is not None:
             expires_at = now + expires_in

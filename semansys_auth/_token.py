@@ -105,9 +105,6 @@ class Token:
             has_refresh_token=self.refresh_token is not None,
         )
 
-    def __str__(self) -> str:
-        return repr(self)
-
     # The cache stores tokens as JSON; these two are its only format.
     def to_json(self) -> dict[str, Any]:
         return {
