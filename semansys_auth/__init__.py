@@ -1,24 +1,50 @@
-"""semansys-auth: drop-in OAuth 2.0 auth for the Semansys API, for requests and httpx.
+"""semansys-auth: drop-in OAuth 2.0 auth for the Semansys API, for requests,
+httpx, httpx2 and aiohttp.
 
->>> import requests, semansys_auth
->>> session = requests.Session()
->>> session.auth = semansys_auth.SemansysAuth(
-...     client_id="...", client_secret="...", username="you@example.com", password="...")
+Names are imported on first use (PEP 562), so that ``import semansys_auth`` and
+the ``semansys-auth`` command load only what they need.
 """
 
-from ._auth import PRE_PRODUCTION_TOKEN_URL, SemansysAuth
-from ._cache import CacheLock, FileTokenCache, MemoryTokenCache, TokenCache
-from ._errors import (
-    BadTokenRequestError,
-    ClientCredentialsError,
-    MalformedTokenResponseError,
-    SemansysAuthError,
-    TokenEndpointUnavailableError,
-    UserCredentialsError,
-)
-from ._token import Token, TokenInfo
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._auth import SemansysAuth
+    from ._cache import CacheLock, MemoryTokenCache, TokenCache
+    from ._config import PRE_PRODUCTION_TOKEN_URL
+    from ._errors import (
+        BadTokenRequestError,
+        ClientCredentialsError,
+        MalformedTokenResponseError,
+        SemansysAuthError,
+        TokenEndpointUnavailableError,
+        UserCredentialsError,
+    )
+    from ._file_cache import FileTokenCache
+    from ._redis_cache import RedisTokenCache
+    from ._token import Token, TokenInfo
+
+_WHERE = {
+    "PRE_PRODUCTION_TOKEN_URL": "._config",
+    "BadTokenRequestError": "._errors",
+    "CacheLock": "._cache",
+    "ClientCredentialsError": "._errors",
+    "FileTokenCache": "._file_cache",
+    "MalformedTokenResponseError": "._errors",
+    "MemoryTokenCache": "._cache",
+    "RedisTokenCache": "._redis_cache",
+    "SemansysAuth": "._auth",
+    "SemansysAuthError": "._errors",
+    "Token": "._token",
+    "TokenCache": "._cache",
+    "TokenEndpointUnavailableError": "._errors",
+    "TokenInfo": "._token",
+    "UserCredentialsError": "._errors",
+}
 
 __all__ = [
     "PRE_PRODUCTION_TOKEN_URL",
@@ -28,6 +54,7 @@ __all__ = [
     "FileTokenCache",
     "MalformedTokenResponseError",
     "MemoryTokenCache",
+    "RedisTokenCache",
     "SemansysAuth",
     "SemansysAuthError",
     "Token",
@@ -37,3 +64,16 @@ __all__ = [
     "UserCredentialsError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'semansys_auth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

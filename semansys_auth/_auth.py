@@ -1,42 +1,32 @@
-"""``SemansysAuth``: the thin requests and httpx adapters over the token core.
+"""``SemansysAuth``: the one public object, a thin front over the token core.
 
-* httpx (and httpx2): :meth:`SemansysAuth._flow` is one generator for sync and
-  async clients. It yields *instructions*: the API request, token requests,
-  sleeps, lock and unlock. :meth:`sync_auth_flow` and :meth:`async_auth_flow`
-  carry them out; they differ only in how they lock, sleep and read a body.
-  Token requests are yielded to httpx, so they travel through the user's own
-  client: its transport, TLS settings, proxies, timeouts and event loop.
-* requests: :meth:`__call__` sets the header and registers
-  :meth:`_handle_401`, a response hook that renews the token and resends the
-  request once through ``r.connection`` (the way ``HTTPDigestAuth`` does).
-  Token requests go through ``requests_session`` (a private ``requests.Session``
-  by default, which honours ``HTTPS_PROXY``, ``REQUESTS_CA_BUNDLE`` and the other
-  environment settings).
+It checks its options (``_config``), owns the core and the lock, and hands each
+HTTP library to its adapter: requests (``_requests``), httpx and httpx2
+(``_httpx``), aiohttp (``_aiohttp``). The requests and aiohttp adapters, and
+their libraries, are imported on first use.
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
-import os
-import time
+import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, overload
 
-import anyio
 import httpx
-import requests
-import requests.auth
-from requests.cookies import extract_cookies_to_jar
-from requests.utils import rewind_body
 
-from ._cache import TokenCache
-from ._core import Held, Sleep, TokenState
-from ._locks import Gate
-from ._protocol import Protocol, TokenRequest, TokenResponse, check_token_url
+from ._config import PRE_PRODUCTION_TOKEN_URL, build, env_options
+from ._httpx import HttpxAdapter
 from ._token import TokenInfo
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    import requests
+    from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
+
+    from ._aiohttp import AiohttpAdapter
+    from ._cache import TokenCache
+    from ._requests import RequestsAdapter
 
     class _Httpx2Auth:
         """httpx2.Auth, when installed (see below)."""
@@ -52,143 +42,62 @@ else:
 
 __all__ = ["PRE_PRODUCTION_TOKEN_URL", "SemansysAuth"]
 
-logger = logging.getLogger("semansys_auth")
 
-PRE_PRODUCTION_TOKEN_URL = "https://oidc-pre.semansys.com/connect/token"
-"""The Semansys pre-production token endpoint (the default ``token_url``)."""
+class SemansysAuth(httpx.Auth, _Httpx2Auth):
+    """OAuth 2.0 password-grant auth for the Semansys API, for requests, httpx,
+    httpx2 and aiohttp, sync and async.
 
-ENV_PREFIX = "SEMANSYS_"
-
-_LOCK = object()
-_UNLOCK = object()
-_Instruction = Any  # an API request, a TokenRequest, a Sleep, _LOCK or _UNLOCK
-
-# httpx keeps a bytes, JSON or form body in a ByteStream (re-iterable) and a
-# multipart body in a MultipartStream (it seeks file parts back to 0 itself).
-# Matched by name so that httpx and httpx2 are both covered.
-_REPLAYABLE_STREAMS = frozenset({"ByteStream", "MultipartStream"})
-
-
-def _noop() -> None:
-    return None
-
-
-def _httpx_rewinder(request: Any) -> Callable[[], None] | None:
-    """How to make ``request``'s body sendable again, or None if it cannot be.
-
-    Called before the first send, so that a file's starting position is known.
-    """
-    stream = request.stream
-    if type(stream).__name__ in _REPLAYABLE_STREAMS:
-        return _noop
-    # httpx wraps a file passed as ``content=`` in an IteratorByteStream that keeps
-    # the file as ``_stream``; no public API exposes it. A generator is not replayable.
-    source = getattr(stream, "_stream", None)
-    if source is None or inspect.isgenerator(source) or inspect.isasyncgen(source):
-        return None
-    seek = getattr(source, "seek", None)
-    tell = getattr(source, "tell", None)
-    if seek is None or tell is None:
-        return None
-    try:
-        if hasattr(source, "seekable") and not source.seekable():
-            return None
-        position = tell()
-    except (OSError, ValueError):
-        return None
-
-    def rewind() -> None:
-        seek(position)
-
-    return rewind
-
-
-def _token_response(sent: TokenRequest, response: Any, body: bytes) -> TokenResponse:
-    """An httpx token answer for the core.
-
-    A client created with ``follow_redirects=True`` follows redirects of the
-    token request too; the answer of a redirected token request is not trusted
-    but reported as the redirect it was (the core's message says to set
-    ``token_url`` to the final URL).
-    """
-    if response.request.url != type(response.request.url)(sent.url):
-        return TokenResponse(307, {"Location": str(response.request.url)}, b"")
-    return TokenResponse(response.status_code, response.headers, body)
-
-
-def _requests_replayable(prepared: requests.PreparedRequest) -> bool:
-    body = prepared.body
-    if body is None or isinstance(body, (bytes, str)):
-        return True
-    return hasattr(body, "seek") and isinstance(prepared._body_position, int)
-
-
-def _check_text(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
-    if not value:
-        raise ValueError(f"{name} is empty")
-    return value
-
-
-def _check_scope(scope: str | Iterable[str] | None) -> str | None:
-    if scope is None:
-        return None
-    items = scope.split() if isinstance(scope, str) else list(scope)
-    for item in items:
-        if not isinstance(item, str) or not item or any(c.isspace() for c in item):
-            raise ValueError(f"scope entries must be non-empty strings without spaces: {item!r}")
-    return " ".join(items) or None
-
-
-def _check_number(name: str, value: float, *, minimum: float, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if value < minimum or (strict and value == minimum):
-        relation = "greater than" if strict else "at least"
-        raise ValueError(f"{name} must be {relation} {minimum}, got {value}")
-    return float(value)
-
-
-class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
-    """OAuth 2.0 password-grant auth for the Semansys API, for requests and httpx.
-
-    >>> session.auth = SemansysAuth(client_id=..., client_secret=..., username=..., password=...)
-    >>> httpx.Client(auth=SemansysAuth(...)); httpx.AsyncClient(auth=SemansysAuth(...))
+    Examples:
+        ``session.auth = auth`` (requests); ``httpx.Client(auth=auth)``,
+        ``httpx.AsyncClient(auth=auth)`` (and httpx2);
+        ``aiohttp.ClientSession(middlewares=(auth,))``.
 
     Nothing is fetched at construction. The first request fetches a token; later
     requests reuse it until ``leeway`` seconds before it expires (at most half
-    its lifetime before), then it is renewed with the refresh token, or with the
+    its lifetime before), when one caller renews it while the others keep
+    sending the still-valid token; a renewal uses the refresh token, or the
     password grant when there is none or it is refused. A 401 from the API to a
     request that carried our token renews the token and resends the request
     once. One object may serve any number of sessions, clients, threads and
     event loops at once, with one token request per renewal between them.
 
-    Options (all keyword-only):
+    Args:
+        client_id: issued by the Semansys support desk.
+        client_secret: issued by the Semansys support desk.
+        username: the account's e-mail address.
+        password: the account's password.
+        token_url: the token endpoint; https, or http on a loopback host.
+            Default: the pre-production endpoint, ``PRE_PRODUCTION_TOKEN_URL``.
+        scope: a string or a list of strings; None lets the server choose.
+        leeway: seconds before expiry at which the token is renewed (at most
+            half its lifetime).
+        timeout: seconds that one token request may take, from connect to the
+            last byte.
+        max_retries: retries of a token request on 5xx, 429 and
+            ``temporarily_unavailable``.
+        backoff: the first wait between retries, in seconds (doubled each
+            time, halved at random).
+        max_backoff: the longest wait between retries.
+        retry_after_cap: the longest ``Retry-After`` honoured; a longer one
+            fails at once with ``retry_after`` set.
+        credentials_cooldown: seconds during which rejected credentials fail
+            at once, without a request, so that the account is not locked.
+        api_version: sent as the ``x-api-version`` header unless a request
+            has one.
+        token_cache: a :class:`~semansys_auth.TokenCache`, e.g.
+            :class:`~semansys_auth.FileTokenCache` or
+            :class:`~semansys_auth.RedisTokenCache`, to share tokens.
+        on_token: called with the :class:`~semansys_auth.TokenInfo` (no
+            secrets) of every new token, e.g. for metrics; what it raises is
+            logged.
+        requests_session: the ``requests.Session`` that token requests of
+            requests users go through (proxies, certificates); default: a
+            private one per fetch, which reads the usual environment variables.
 
-    ``token_url``: the token endpoint; https, or http on a loopback host.
-    ``scope``: a string or a list of strings, or None (the server's default).
-    ``leeway``: seconds before expiry at which the token is renewed (default 60).
-    ``timeout``: seconds for token requests made for requests users (default 30;
-    httpx token requests use the client's own timeout).
-    ``max_retries``: retries of a token request on 5xx, 429 and
-    ``temporarily_unavailable`` (default 3), with exponential backoff from
-    ``backoff`` seconds (default 0.5) up to ``max_backoff`` (default 8), halved
-    at random (jitter). A ``Retry-After`` is honoured up to ``retry_after_cap``
-    seconds (default 30); a longer one fails at once with ``retry_after`` set.
-    ``credentials_cooldown``: after the server rejects the client or user
-    credentials, further token requests fail at once with the same error for
-    this many seconds (default 60), so that a misconfigured job cannot lock the
-    account.
-    ``api_version``: when set, sent as the ``x-api-version`` header that the
-    Semansys API requires, unless a request already has one.
-    ``token_cache``: a :class:`~semansys_auth.TokenCache`, e.g.
-    :class:`~semansys_auth.FileTokenCache` to share tokens between processes.
-    ``on_token``: called with the :class:`~semansys_auth.TokenInfo` (no secrets)
-    of every new token, e.g. for metrics. Exceptions it raises are logged.
-    ``requests_session``: the ``requests.Session`` that token requests go through
-    for requests users (proxies, certificates); default: a private one, which
-    reads the usual environment variables.
+    Raises:
+        TypeError: an option has the wrong type.
+        ValueError: an option has a wrong value; the message names it and
+            says what is expected. Nothing touches the network or the disk.
     """
 
     requires_request_body = False
@@ -215,348 +124,145 @@ class SemansysAuth(requests.auth.AuthBase, httpx.Auth, _Httpx2Auth):
         on_token: Callable[[TokenInfo], object] | None = None,
         requests_session: requests.Session | None = None,
     ) -> None:
-        protocol = Protocol(
-            token_url=check_token_url(token_url),
-            client_id=_check_text("client_id", client_id),
-            client_secret=_check_text("client_secret", client_secret),
-            username=_check_text("username", username),
-            password=_check_text("password", password),
-            scope=_check_scope(scope),
-        )
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
-        if api_version is not None:
-            _check_text("api_version", api_version)
-        if token_cache is not None and not isinstance(token_cache, TokenCache):
-            raise TypeError("token_cache must have load(key) and save(key, token) methods")
-        if on_token is not None and not callable(on_token):
-            raise TypeError("on_token must be callable")
-        self._timeout = _check_number("timeout", timeout, minimum=0, strict=True)
-        self._state = TokenState(
-            protocol,
-            leeway=_check_number("leeway", leeway, minimum=0),
+        self._core, self._lock, self._settings = build(
+            client_id=client_id,
+            client_secret=client_secret,
+            username=username,
+            password=password,
+            token_url=token_url,
+            scope=scope,
+            leeway=leeway,
+            timeout=timeout,
             max_retries=max_retries,
-            backoff=_check_number("backoff", backoff, minimum=0),
-            max_backoff=_check_number("max_backoff", max_backoff, minimum=0),
-            retry_after_cap=_check_number("retry_after_cap", retry_after_cap, minimum=0),
-            credentials_cooldown=_check_number(
-                "credentials_cooldown", credentials_cooldown, minimum=0
-            ),
-            cache=token_cache,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            retry_after_cap=retry_after_cap,
+            credentials_cooldown=credentials_cooldown,
+            api_version=api_version,
+            token_cache=token_cache,
             on_token=on_token,
+            requests_session=requests_session,
         )
-        cache_lock = getattr(token_cache, "lock", None)
-        self._gate = Gate(
-            cache_lock(self._state.cache_key) if callable(cache_lock) else None,
-            cache_lock_timeout=max(self._timeout * 2, 10.0),
-        )
-        self._api_version = api_version
-        self._requests_session = requests_session
-
-    # -- construction from the environment -------------------------------------
+        self._httpx = HttpxAdapter(self._core, self._lock, self._settings)
+        self._requests: RequestsAdapter | None = None
+        self._aiohttp: AiohttpAdapter | None = None
+        self._adapters_guard = threading.Lock()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SemansysAuth:
-        """Build from ``SEMANSYS_CLIENT_ID``, ``SEMANSYS_CLIENT_SECRET``,
-        ``SEMANSYS_USERNAME``, ``SEMANSYS_PASSWORD`` and optionally
-        ``SEMANSYS_TOKEN_URL``, ``SEMANSYS_SCOPE`` and ``SEMANSYS_API_VERSION``.
-        Keyword arguments override the environment. A missing required value
-        raises ``ValueError`` naming every missing variable.
-        """
-        env = os.environ if environ is None else environ
-        kwargs: dict[str, Any] = {}
-        missing = []
-        for name in ("client_id", "client_secret", "username", "password"):
-            if name in overrides:
-                continue
-            value = env.get(ENV_PREFIX + name.upper())
-            if value:
-                kwargs[name] = value
-            else:
-                missing.append(ENV_PREFIX + name.upper())
-        if missing:
-            raise ValueError(f"missing configuration: set {', '.join(missing)}")
-        for name in ("token_url", "scope", "api_version"):
-            value = env.get(ENV_PREFIX + name.upper())
-            if value:
-                kwargs[name] = value
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        """Build from the ``SEMANSYS_*`` environment variables.
 
-    # -- introspection -----------------------------------------------------------
+        Reads ``SEMANSYS_CLIENT_ID``, ``SEMANSYS_CLIENT_SECRET``,
+        ``SEMANSYS_USERNAME``, ``SEMANSYS_PASSWORD`` and, when set,
+        ``SEMANSYS_TOKEN_URL``, ``SEMANSYS_SCOPE``, ``SEMANSYS_API_VERSION`` and
+        ``SEMANSYS_TOKEN_CACHE`` (a directory, or a ``redis://``, ``rediss://`` or
+        ``unix://`` URL).
+
+        Args:
+            environ: the variables to read; default ``os.environ``.
+            **overrides: keyword arguments of :class:`SemansysAuth`; they win
+                over the environment.
+
+        Returns:
+            A new auth object.
+
+        Raises:
+            ValueError: a required variable is missing or blank (every missing
+                one is named), or a value is wrong.
+            TypeError: an override has the wrong type.
+        """
+        return cls(**env_options(environ, overrides))
+
+    # -- introspection --------------------------------------------------------------
 
     @property
     def token_url(self) -> str:
-        return self._state.protocol.token_url
+        """The token endpoint."""
+        return self._core.endpoint.token_url
 
     @property
     def client_id(self) -> str:
-        return self._state.protocol.client_id
+        """The client id."""
+        return self._core.endpoint.client_id
 
     @property
     def username(self) -> str:
-        return self._state.protocol.username
+        """The account's e-mail address."""
+        return self._core.endpoint.username
 
     @property
     def token_info(self) -> TokenInfo | None:
         """Non-secret facts about the token held now, or None before the first fetch."""
-        held = self._state.current
-        return None if held is None else held.token.info()
+        return self._core.info()
 
     def __repr__(self) -> str:
-        return f"SemansysAuth({self._state.describe()}, scope={self._state.protocol.scope!r})"
-
-    def __eq__(self, other: object) -> bool:
-        # requests' AuthBase does not define equality; identity is the right one.
-        return self is other
-
-    def __hash__(self) -> int:
-        return id(self)
+        return f"SemansysAuth({self._core.describe()})"
 
     def __reduce_ex__(self, protocol: object) -> Any:
         # The default error ("cannot pickle '_thread.lock' object") says nothing
         # useful, and pickling would copy the credentials into a task queue.
         raise TypeError(
-            "SemansysAuth cannot be pickled or deep-copied: create one per process "
+            "SemansysAuth cannot be pickled or copied: create one per process "
             "(SemansysAuth.from_env() reads the SEMANSYS_* variables) and share tokens "
-            "between processes with token_cache=FileTokenCache(directory)"
+            "between processes with token_cache=FileTokenCache(directory) or RedisTokenCache"
         )
 
-    # -- explicit token access ---------------------------------------------------
+    # -- explicit token access ------------------------------------------------------
 
     def get_token(self) -> str:
-        """Return a valid access token, fetching one (through requests) if needed.
+        """A valid access token, fetched (through requests) if needed.
 
         For tools that need the raw token (``semansys-auth token``, a websocket
         handshake). The token is a secret: do not log it.
+
+        Returns:
+            The access token.
+
+        Raises:
+            SemansysAuthError: the token endpoint refused or failed (a subclass
+                says what to fix).
+            requests.RequestException: the token endpoint could not be reached.
         """
-        held = self._state.fresh() or self._obtain_blocking(None)
-        return held.token.access_token
+        token = self._core.usable() or self._requests_adapter().token()
+        return token.access_token
 
-    # -- shared pieces -------------------------------------------------------------
+    # -- requests and aiohttp: both call the object ----------------------------------
 
-    def _prepare(self, headers: Any, held: Held) -> None:
-        headers["Authorization"] = held.header
-        if self._api_version is not None and "x-api-version" not in headers:
-            headers["x-api-version"] = self._api_version
+    @overload
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest: ...
 
-    def _locked_obtain(self, stale: str | None) -> Generator[_Instruction, Any, Held]:
-        yield _LOCK
-        held = yield from self._state.obtain(stale)
-        yield _UNLOCK
-        return held
+    @overload
+    def __call__(
+        self, r: ClientRequest, handler: ClientHandlerType
+    ) -> Coroutine[Any, Any, ClientResponse]: ...
 
-    # -- httpx ---------------------------------------------------------------------
+    def __call__(self, r: Any, handler: Any = None) -> Any:
+        """requests calls ``auth(prepared_request)``; aiohttp calls a middleware
+        with ``(request, handler)``."""
+        if handler is None:
+            return (self._requests or self._requests_adapter()).authorize(r)
+        return (self._aiohttp or self._aiohttp_adapter()).middleware(r, handler)
 
-    def _authorize(self, request: Any, held: Held) -> Callable[[], None] | None:
-        """Put the token on an httpx request; return how to rewind its body for a
-        resend (None if it cannot be resent). Called before the first send."""
-        self._prepare(request.headers, held)
-        return _httpx_rewinder(request)
+    def _requests_adapter(self) -> RequestsAdapter:
+        with self._adapters_guard:
+            if self._requests is None:
+                from ._requests import RequestsAdapter
 
-    def _flow(self, request: Any) -> Generator[_Instruction, Any, None]:
-        """The life of one httpx request that has no usable token yet.
+                self._requests = RequestsAdapter(self._core, self._lock, self._settings)
+            return self._requests
 
-        Shared by the sync and async clients. (When a usable token is held, the
-        drivers take the hot path themselves: the same three steps, without the
-        lock and without driving this generator.) The core re-checks under the
-        lock, so a token that arrived meanwhile is used without a request.
-        """
-        held = yield from self._locked_obtain(None)
-        rewind = self._authorize(request, held)
-        response = yield request
-        if response.status_code == 401:
-            yield from self._after_401(request, response, held, rewind)
+    def _aiohttp_adapter(self) -> AiohttpAdapter:
+        with self._adapters_guard:
+            if self._aiohttp is None:
+                from ._aiohttp import AiohttpAdapter
 
-    def _after_401(
-        self, request: Any, response: Any, held: Held, rewind: Callable[[], None] | None
-    ) -> Generator[_Instruction, Any, None]:
-        """Renew the token and resend ``request`` once, if the 401 was to our token."""
-        if response.request.headers.get("Authorization") != held.header:
-            return  # not our token (a redirect to another origin dropped it)
-        if rewind is None:
-            logger.debug("API answered 401; the request body cannot be replayed: not resent")
-            return
-        logger.debug(
-            "API answered 401 to %s %s: renewing the token, resending once",
-            request.method,
-            request.url.path,  # no query, no userinfo: either may hold secrets
-        )
-        held = yield from self._locked_obtain(held.header)
-        self._prepare(request.headers, held)
-        rewind()
-        yield request
+                self._aiohttp = AiohttpAdapter(self._core, self._lock, self._settings)
+            return self._aiohttp
 
-    @staticmethod
-    def _token_request(template: Any, instruction: TokenRequest) -> Any:
-        # Built with the request class of the client in use (httpx or httpx2),
-        # and with its timeouts: a request without them would wait forever.
-        extensions = {}
-        if "timeout" in template.extensions:
-            extensions["timeout"] = template.extensions["timeout"]
-        return type(template)(
-            instruction.method,
-            instruction.url,
-            headers=instruction.headers,
-            content=instruction.body,
-            extensions=extensions,
-        )
+    # -- httpx and httpx2 ---------------------------------------------------------------
 
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        held = self._state.fresh()
-        if held is not None:  # the hot path: a usable token, no lock needed
-            rewind = self._authorize(request, held)
-            response = yield request
-            if response.status_code != 401:
-                return
-            flow = self._after_401(request, response, held, rewind)
-        else:
-            flow = self._flow(request)
-        locked = False
-        try:
-            instruction = next(flow)
-            while True:
-                result: Any = None
-                if instruction is request:  # the common case first
-                    result = yield instruction
-                elif instruction is _LOCK:
-                    self._gate.acquire()
-                    locked = True
-                elif instruction is _UNLOCK:
-                    locked = False
-                    self._gate.release()
-                elif isinstance(instruction, TokenRequest):
-                    response = yield self._token_request(request, instruction)
-                    result = _token_response(instruction, response, response.read())
-                else:
-                    assert isinstance(instruction, Sleep), instruction
-                    time.sleep(instruction.seconds)
-                instruction = flow.send(result)
-        except StopIteration:
-            return
-        finally:
-            flow.close()
-            if locked:
-                self._gate.release()
+        return self._httpx.sync_flow(request)
 
-    async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
-        held = self._state.fresh()
-        if held is not None:  # the hot path: a usable token, no lock needed
-            rewind = self._authorize(request, held)
-            response = yield request
-            if response.status_code != 401:
-                return
-            flow = self._after_401(request, response, held, rewind)
-        else:
-            flow = self._flow(request)
-        loop_lock: anyio.Lock | None = None
-        try:
-            instruction = next(flow)
-            while True:
-                result: Any = None
-                if instruction is request:  # the common case first
-                    result = yield instruction
-                elif instruction is _LOCK:
-                    lock = self._gate.loop_lock()
-                    await self._gate.acquire_async(lock)
-                    loop_lock = lock
-                elif instruction is _UNLOCK:
-                    assert loop_lock is not None
-                    lock, loop_lock = loop_lock, None
-                    self._gate.release_async(lock)
-                elif isinstance(instruction, TokenRequest):
-                    response = yield self._token_request(request, instruction)
-                    result = _token_response(instruction, response, await response.aread())
-                else:
-                    assert isinstance(instruction, Sleep), instruction
-                    await anyio.sleep(instruction.seconds)
-                instruction = flow.send(result)
-        except StopIteration:
-            return
-        finally:
-            flow.close()
-            if loop_lock is not None:
-                self._gate.release_async(loop_lock)
-
-    # -- requests ------------------------------------------------------------------
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        held = self._state.fresh() or self._obtain_blocking(None)
-        self._prepare(r.headers, held)
-        r.hooks["response"].append(self._handle_401)
-        return r
-
-    def _obtain_blocking(self, stale: str | None) -> Held:
-        """Drive the token core with blocking I/O through requests (threads)."""
-        self._gate.acquire()
-        flow = self._state.obtain(stale)
-        try:
-            result: TokenResponse | None = None
-            while True:
-                try:
-                    instruction = flow.send(result)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                if isinstance(instruction, Sleep):
-                    time.sleep(instruction.seconds)
-                    result = None
-                else:
-                    result = self._send_with_requests(instruction)
-        finally:
-            flow.close()
-            self._gate.release()
-
-    def _send_with_requests(self, instruction: TokenRequest) -> TokenResponse:
-        def post(session: requests.Session) -> TokenResponse:
-            response = session.request(
-                instruction.method,
-                instruction.url,
-                data=instruction.body,
-                headers=dict(instruction.headers),
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
-            return TokenResponse(response.status_code, response.headers, response.content)
-
-        if self._requests_session is not None:
-            return post(self._requests_session)
-        # A token is fetched about once an hour: a private session per fetch keeps
-        # no idle connection (or socket) open in between, and re-reads the proxy
-        # and CA-bundle environment variables each time.
-        with requests.Session() as session:
-            return post(session)
-
-    def _handle_401(self, r: requests.Response, **kwargs: Any) -> requests.Response:
-        if r.status_code != 401:
-            return r
-        sent = r.request.headers.get("Authorization")
-        if not isinstance(sent, str) or not sent.startswith("Bearer "):
-            return r  # not our token (a redirect to another origin dropped it)
-        if not _requests_replayable(r.request):
-            logger.debug("API answered 401; the request body cannot be replayed: not resent")
-            return r
-        logger.debug("API answered 401 to %s: renewing the token, resending once", r.request.method)
-        # Drain and release the 401's connection first: it goes back to the pool
-        # even if the renewal below raises.
-        _ = r.content
-        r.close()
-        held = self._obtain_blocking(sent)
-        prepared = r.request.copy()
-        # As requests' own HTTPDigestAuth does: keep cookies the 401 set.
-        jar = cast(Any, prepared)._cookies
-        cast(Any, extract_cookies_to_jar)(jar, r.request, r.raw)
-        prepared.prepare_cookies(jar)
-        self._prepare(prepared.headers, held)
-        # One resend only: the copy must not come back to this hook. (copy()
-        # shares the hooks dict with the original: replace it, do not mutate it.)
-        prepared.hooks = {
-            **prepared.hooks,
-            "response": [h for h in prepared.hooks["response"] if h != self._handle_401],
-        }
-        if prepared.body is not None and not isinstance(prepared.body, (bytes, str)):
-            rewind_body(prepared)
-        connection = r.connection
-        retried: requests.Response = connection.send(prepared, **kwargs)
-        retried.history.append(r)
-        retried.request = prepared
-        return retried
+    def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
+        return self._httpx.async_flow(request)

@@ -1,40 +1,65 @@
-"""Token caches: the protocol, an in-memory cache and a cross-process file cache."""
+"""The token cache protocol, and the in-memory cache."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import os
-import stat
-import tempfile
 import threading
-from pathlib import Path
-from typing import Protocol, runtime_checkable
-
-import filelock
+from typing import Any, Protocol, runtime_checkable
 
 from ._token import Token
 
-__all__ = ["CacheLock", "FileTokenCache", "MemoryTokenCache", "TokenCache"]
+__all__ = ["CacheLock", "MemoryTokenCache", "TokenCache", "decode_entry", "encode_entry"]
 
-logger = logging.getLogger("semansys_auth")
+ENTRY_FORMAT = "semansys-auth/token-cache/1"
+MAX_ENTRY_BYTES = 256 * 1024
 
-_FORMAT = "semansys-auth/token-cache/1"
+
+def encode_entry(key: str, token: Token) -> str:
+    """The stored form of a cache entry (file and Redis caches): JSON that names
+    its format and its key, so that a misplaced or foreign entry is refused."""
+    return json.dumps({"format": ENTRY_FORMAT, "key": key, "token": token.to_json()})
+
+
+def decode_entry(key: str, raw: bytes | str) -> Token:
+    """The token in a stored entry.
+
+    Raises:
+        ValueError: the entry is too large, not JSON, of another format or key,
+            or holds an unusable token (the message never quotes a value).
+    """
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise ValueError("too large")
+    try:
+        data: Any = json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError:
+        raise ValueError("not JSON") from None
+    if not isinstance(data, dict) or data.get("format") != ENTRY_FORMAT:
+        raise ValueError("not a semansys-auth token cache entry")
+    if data.get("key") != key:
+        raise ValueError("written for another key")
+    return Token.from_json(data.get("token"))
 
 
 @runtime_checkable
 class TokenCache(Protocol):
-    """Where tokens are kept between fetches.
+    """Where tokens are kept between fetches, to share them between objects,
+    processes or hosts.
 
-    ``key`` is an opaque hex string (a SHA-256 of token URL, client id and
-    username): it holds no secret and no e-mail address. ``load`` returns None
-    when nothing usable is stored. Both may raise: the auth object logs a warning
-    and carries on without the cache.
+    ``key`` is an opaque lowercase hex string: a hash that binds the entry to the
+    token URL, client id, username, scope, client secret and password that
+    obtained it (the secrets through scrypt). It holds no secret and no e-mail
+    address, and an object with other credentials or another scope uses another
+    key. ``load`` returns None when nothing usable is stored.
+
+    Any method may raise: the auth object logs a warning, leaves the cache alone
+    for 30 seconds, and carries on without it. The methods are blocking; async
+    clients call them in a worker thread.
 
     A cache may also offer ``lock(key) -> CacheLock``; the auth object then holds
-    that lock while it fetches, so that processes sharing the cache make one token
-    request between them.
+    that lock while it renews, so that the processes sharing the cache make one
+    token request between them.
     """
 
     def load(self, key: str) -> Token | None: ...
@@ -43,7 +68,11 @@ class TokenCache(Protocol):
 
 
 class CacheLock(Protocol):
-    """A lock shared between processes. ``acquire(timeout=0)`` must not block."""
+    """A lock shared between processes.
+
+    ``acquire(timeout)`` waits at most ``timeout`` seconds (0: a single try) and
+    says whether it got the lock; ``release()`` gives it back.
+    """
 
     def acquire(self, timeout: float) -> bool: ...
 
@@ -67,107 +96,3 @@ class MemoryTokenCache:
 
     def __repr__(self) -> str:
         return f"MemoryTokenCache(<{len(self._tokens)} token(s)>)"
-
-
-class _FileLock:
-    def __init__(self, path: Path) -> None:
-        self._lock = filelock.FileLock(str(path), mode=0o600)
-
-    def acquire(self, timeout: float) -> bool:
-        try:
-            self._lock.acquire(timeout=timeout, poll_interval=0.01)
-        except filelock.Timeout:
-            return False
-        return True
-
-    def release(self) -> None:
-        self._lock.release()
-
-
-class FileTokenCache:
-    """Tokens shared between processes through files in one directory.
-
-    One file per key, ``<directory>/<key>.json``: the name is a hash, so it
-    reveals neither the client nor the user. Files are created with mode 0600 in
-    a 0700 directory and replaced atomically (write to a temporary file, fsync,
-    rename), so a reader never sees half a token. ``lock(key)`` returns a file
-    lock (``<key>.lock``) that the auth object holds while it fetches: N processes
-    starting together make one token request. A corrupt or foreign file is
-    ignored with a warning and replaced by the next save.
-
-    The file holds the access and refresh tokens in clear: like ``~/.netrc`` or
-    ``~/.aws/credentials``, it is protected by its permissions only.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
-        self._locks: dict[str, _FileLock] = {}
-        self._guard = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"FileTokenCache({str(self.directory)!r})"
-
-    def path(self, key: str) -> Path:
-        if not key or not all(c in "0123456789abcdef" for c in key):
-            raise ValueError("cache keys are lowercase hex strings")
-        return self.directory / f"{key}.json"
-
-    def _ensure_directory(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-    def lock(self, key: str) -> CacheLock:
-        with self._guard:
-            found = self._locks.get(key)
-            if found is None:
-                self._ensure_directory()
-                found = self._locks[key] = _FileLock(self.directory / f"{key}.lock")
-            return found
-
-    def load(self, key: str) -> Token | None:
-        path = self.path(key)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:
-                logger.warning(
-                    "token cache file %s is readable by others (mode %o): ignored, "
-                    "it will be replaced",
-                    path,
-                    mode,
-                )
-                return None
-            data = json.loads(raw)
-            if not isinstance(data, dict) or data.get("format") != _FORMAT:
-                raise ValueError("not a semansys-auth token cache file")
-            if data.get("key") != key:
-                raise ValueError("written for another key")
-            return Token.from_json(data.get("token"))
-        except (ValueError, OSError) as exc:
-            logger.warning(
-                "token cache file %s is corrupt or foreign (%s): ignored, it will be replaced",
-                path,
-                exc,
-            )
-            return None
-
-    def save(self, key: str, token: Token) -> None:
-        path = self.path(key)
-        self._ensure_directory()
-        payload = json.dumps({"format": _FORMAT, "key": key, "token": token.to_json()})
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
-        try:
-            # mkstemp creates the file 0600 already; chmod again in case of an odd umask.
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise

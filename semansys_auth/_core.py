@@ -1,26 +1,39 @@
-"""The token state machine: the one place where token logic lives. No I/O.
+"""The token core: the one place where token logic lives. It does no I/O.
 
-:class:`TokenState` knows the current token, when to renew it, which grant to use
-next, how to retry, when to stop hammering a server that rejected the
-credentials, and what to keep in the cache. It never touches a socket, a lock or
-a clock it was not given: :meth:`TokenState.obtain` is a generator that *yields*
-what it needs done (a :class:`~semansys_auth._protocol.TokenRequest` to send, a
-:class:`Sleep` to wait) and receives the answers. The requests and httpx adapters
-in ``_auth.py`` drive it, each with its own I/O and its own locks, in the manner
-of h11.
+:class:`TokenCore` holds the current token and decides everything about it:
+when it may be sent, when it must be renewed and by whom, which grant to use,
+how to retry, when to stop asking a server that rejected the credentials, what
+to take from and give to the cache, and whether a 401 may be answered by a
+resend. It never touches a socket, a file, a lock, a thread or the user's
+callback: :meth:`TokenCore.renew` is a generator that *yields* what it needs
+done and receives the results, in the manner of h11:
+
+* an :class:`~._oauth.EndpointRequest` -> the adapter sends it and sends back an
+  :class:`~._oauth.EndpointResponse`;
+* a :class:`Sleep` -> the adapter waits (``time.sleep`` or ``anyio.sleep``);
+* a :class:`Call` -> the adapter runs a blocking function (a cache load or save,
+  the ``on_token`` callback) and sends back its result; async adapters run it in
+  a worker thread, so that it never blocks the event loop.
+
+An adapter that fails to carry out an instruction throws the exception into the
+generator (``generator.throw``), and the core decides what it means: a failing
+cache is a warning, a failing early renewal is a warning and a retry later, a
+failing required renewal reaches the caller.
 """
 
 from __future__ import annotations
 
-import hashlib
+import enum
 import logging
 import math
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
-from ._cache import TokenCache
 from ._errors import (
     BadTokenRequestError,
     ClientCredentialsError,
@@ -28,126 +41,201 @@ from ._errors import (
     TokenEndpointUnavailableError,
     UserCredentialsError,
 )
-from ._protocol import REFRESH_TOKEN, Protocol, TokenRequest, TokenResponse, mask_username
-from ._token import Token, TokenInfo
+from ._oauth import EndpointRequest, EndpointResponse, TokenEndpoint
+from ._redact import mask_username, shown
+from ._token import REFRESH_TOKEN, Token, TokenInfo
 
 logger = logging.getLogger("semansys_auth")
+
+SAFETY_MARGIN = 5.0
+"""A token is not sent in the last ``min(5 s, a tenth of its lifetime)`` before it
+expires: the request must still reach the API in time."""
+
+CACHE_PAUSE = 30.0
+"""After a cache failure, the cache is left alone this long (one warning per pause)."""
+
+RENEWAL_BACKOFF_MAX = 60.0
 
 
 @dataclass(frozen=True)
 class Sleep:
-    """Instruction from :meth:`TokenState.obtain`: wait this long, then go on."""
+    """Instruction: wait this many seconds, then send back None."""
 
     seconds: float
 
 
-class Held:
-    """The token in use, with its header and renewal time computed once.
+@dataclass(frozen=True)
+class Call:
+    """Instruction: run this blocking function and send back its result.
 
-    Kept apart from :class:`Token` so the per-request fast path is one attribute
-    read and one float comparison.
+    Used for cache loads and saves and the ``on_token`` callback. Async adapters
+    run it in a worker thread.
     """
 
-    __slots__ = ("header", "refresh_at", "token")
+    function: Callable[[], Any]
+    what: str
 
-    def __init__(self, token: Token, leeway: float) -> None:
-        self.token = token
-        self.header = token.authorization
-        self.refresh_at = token.refresh_at(leeway)
-
-
-Step = Generator["TokenRequest | Sleep", "TokenResponse | None", Held]
+    def run(self) -> Any:
+        return self.function()
 
 
-class TokenState:
-    """Current token, renewal policy, retries and cooldown; shared by all adapters."""
+Instruction = EndpointRequest | Sleep | Call
+Flow = Generator[Instruction, Any, Token]
+
+
+class Need(enum.Enum):
+    """What a caller without a fresh token must do (see :meth:`TokenCore.need`)."""
+
+    NOTHING = "send the held token"
+    RENEWAL = "send the held token; one caller may renew it meanwhile"
+    TOKEN = "wait for a token"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The timing options of one auth object (checked by ``_config``)."""
+
+    leeway: float = 60.0
+    max_retries: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    retry_after_cap: float = 30.0
+    credentials_cooldown: float = 60.0
+
+    def fetch_budget(self, timeout: float) -> float:
+        """The longest a token fetch can take: every attempt and every wait."""
+        waits = self.max_retries * max(self.max_backoff, self.retry_after_cap)
+        return timeout * (self.max_retries + 1) * 2 + waits
+
+
+class _Held(NamedTuple):
+    """The token in use with its schedule: one attribute, replaced at once."""
+
+    token: Token
+    renew_at: float
+    valid_until: float
+    from_cache: bool
+
+
+class TokenCore:
+    """Current token, renewal decisions, retries, cooldown and cache policy."""
 
     def __init__(
         self,
-        protocol: Protocol,
+        endpoint: TokenEndpoint,
+        policy: Policy,
         *,
-        leeway: float,
-        max_retries: int,
-        backoff: float,
-        max_backoff: float,
-        retry_after_cap: float,
-        credentials_cooldown: float,
-        cache: TokenCache | None = None,
+        cache: Any = None,
         on_token: Callable[[TokenInfo], object] | None = None,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self.protocol = protocol
-        self.leeway = leeway
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.retry_after_cap = retry_after_cap
-        self.credentials_cooldown = credentials_cooldown
+        self.endpoint = endpoint
+        self.policy = policy
         self.cache = cache
         self.on_token = on_token
         self.clock = clock
         self._jitter = jitter
-        self.current: Held | None = None
+        self._held: _Held | None = None
         self._refresh_token: str | None = None
+        self._refused_at = -math.inf  # obtained_at of the newest token the API refused
         self._rejected: SemansysAuthError | None = None
-        self._rejected_until = 0.0
-        # Hashed: the key goes into cache files and names; the e-mail address must not.
-        self.cache_key = hashlib.sha256(
-            "\0".join([protocol.token_url, protocol.client_id, protocol.username]).encode()
-        ).hexdigest()
+        self._rejected_until = -math.inf
+        self._renewal_failures = 0
+        self._renew_again_at = -math.inf
+        self._cache_paused_until = -math.inf
+        self._key: str | None = None
+        self._key_lock = threading.Lock()
+        # The Authorization values of the last few tokens held: a 401 to one of
+        # them is a 401 to us (the newest may have replaced it meanwhile).
+        self._issued: deque[str] = deque(maxlen=8)
 
-    # -- the fast path, called without any lock ------------------------------
+    # -- what callers may do, decided without a lock ------------------------------
 
-    def fresh(self) -> Held | None:
-        """The current token if it can be sent now, else None."""
-        held = self.current
-        if held is not None and self.clock() < held.refresh_at:
-            return held
+    def usable(self) -> Token | None:
+        """The held token if it can be sent now with no renewal due (the hot path)."""
+        held = self._held
+        if held is not None and self.clock() < held.renew_at:
+            return held.token
         return None
 
-    # -- the slow path, called with the adapter's lock held -------------------
+    def need(self, refused: str | None = None) -> tuple[Need, Token | None]:
+        """What a caller must do when :meth:`usable` gave nothing, or after the API
+        refused the ``Authorization`` value ``refused`` with a 401.
 
-    def obtain(self, stale: str | None = None) -> Step:
-        """Make sure a usable token is held and return it.
+        * ``NOTHING``: send the returned token (it is valid, and a renewal is not
+          due, or is paused after a failure, or another token replaced the
+          refused one);
+        * ``RENEWAL``: send the returned token, which is still valid; if no other
+          caller is renewing, this one may run ``renew(required=False)``;
+        * ``TOKEN``: no token may be sent; wait for the lock and run ``renew()``.
+        """
+        held = self._held
+        now = self.clock()
+        if held is None or now >= held.valid_until or held.token.authorization == refused:
+            return Need.TOKEN, None
+        if now < held.renew_at or now < self._renew_again_at or now < self._rejected_until:
+            return Need.NOTHING, held.token
+        return Need.RENEWAL, held.token
 
-        ``stale`` is the ``Authorization`` value that the server just answered 401
-        to. Only that token is discarded: if another caller has already replaced
-        it, the newer token is returned without a request (one refresh for a
-        stampede of 401s). The caller holds the lock; everyone who waited on it
-        re-checks here and uses the token that just arrived.
+    # -- renewal, run by one caller at a time (the adapter holds the lock) ---------
+
+    def renew(self, refused: str | None = None, *, required: bool = True) -> Flow:
+        """Obtain a token and return it.
+
+        Re-checks first: a caller that waited for the lock finds the token that
+        the previous holder obtained, and sends no request. Only the token the
+        API refused is discarded: a newer one is kept (one refresh for a stampede
+        of 401s). Then the cache (another process may have renewed), then the
+        token endpoint.
+
+        With ``required=False`` (an early renewal while the held token is still
+        valid) the request is tried once, and a failure is logged as a warning,
+        tried again later with backoff, and the held token is returned; the
+        error is raised only when no valid token is left.
         """
         now = self.clock()
-        held = self.current
-        newer_than = -math.inf
+        held = self._held
+        usable: _Held | None = None
         if held is not None:
-            if held.header != stale and now < held.refresh_at:
-                return held
-            if held.header == stale:
+            if held.token.authorization == refused:
                 logger.debug("the API answered 401 to the current token: discarding it")
-                self.current = None
-                newer_than = held.token.obtained_at
-            else:
-                logger.debug(
-                    "token expires in %.0f s: renewing it before use",
-                    (held.token.expires_at or now) - now,
-                )
-        cached = self._from_cache(stale, now, newer_than)
-        if cached is not None:
-            return cached
+                self._held = None
+                self._refused_at = max(self._refused_at, held.token.obtained_at)
+            elif now < held.renew_at:
+                return held.token  # renewed by the caller this one waited for
+            elif now < held.valid_until:
+                usable = held
+                logger.debug("token %s: renewing it early", _expires_in(held.token, now))
+        if usable is None:
+            required = True
+        token = yield from self._from_cache(now)
+        if token is not None:
+            return token
         if now < self._rejected_until and self._rejected is not None:
+            if usable is not None:
+                return usable.token  # rejected credentials: keep the valid token quietly
             raise self._cooldown_error(now)
-        token = yield from self._request_token()
-        return self._adopt(token, save=True)
+        try:
+            token = yield from self._request(self.policy.max_retries if required else 0)
+        except Exception as exc:
+            if usable is None or self.clock() >= usable.valid_until:
+                raise
+            self._early_renewal_failed(exc, usable)
+            return usable.token
+        yield from self._keep(token, from_cache=False)
+        return token
 
-    def _request_token(self) -> Generator[TokenRequest | Sleep, TokenResponse | None, Token]:
+    def _request(self, max_retries: int) -> Generator[Instruction, Any, Token]:
+        """Token requests until one succeeds: retries with backoff for an
+        unavailable endpoint, the password grant once when a refresh is refused."""
         refresh_token = self._refresh_token
         attempt = 0
         while True:
             if refresh_token is not None:
-                request = self.protocol.refresh_request(refresh_token)
+                request = self.endpoint.refresh_request(refresh_token)
             else:
-                request = self.protocol.password_request()
+                request = self.endpoint.password_request()
             logger.debug(
                 "token request: grant_type=%s url=%s attempt=%d",
                 request.grant_type,
@@ -155,12 +243,13 @@ class TokenState:
                 attempt + 1,
             )
             response = yield request
-            assert response is not None, "the driver must send a TokenResponse back"
+            if not isinstance(response, EndpointResponse):
+                raise TypeError("the adapter must send back an EndpointResponse")
             now = self.clock()
             try:
-                token = self.protocol.parse(request.grant_type, response, now)
+                token = self.endpoint.parse(request.grant_type, response, now)
             except TokenEndpointUnavailableError as exc:
-                delay = self._retry_delay(exc, attempt)
+                delay = self._retry_delay(exc, attempt, max_retries)
                 if delay is None:
                     logger.debug("token request failed, not retried: %s", exc)
                     raise
@@ -169,7 +258,7 @@ class TokenState:
                     "token request failed (%s); retry %d of %d in %.2f s",
                     exc,
                     attempt,
-                    self.max_retries,
+                    max_retries,
                     delay,
                 )
                 yield Sleep(delay)
@@ -177,7 +266,7 @@ class TokenState:
             except (ClientCredentialsError, UserCredentialsError, BadTokenRequestError) as exc:
                 if request.grant_type == REFRESH_TOKEN:
                     # Refresh tokens die (expiry, revocation, one-time use elsewhere):
-                    # fall back to the password grant, once.
+                    # fall back to the password grant, once, with its own retries.
                     logger.warning(
                         "refresh token refused (HTTP %s, %s): falling back to the password grant",
                         exc.status_code,
@@ -188,7 +277,7 @@ class TokenState:
                     continue
                 if isinstance(exc, (ClientCredentialsError, UserCredentialsError)):
                     self._rejected = exc
-                    self._rejected_until = now + self.credentials_cooldown
+                    self._rejected_until = now + self.policy.credentials_cooldown
                 logger.debug("token request rejected: %s", exc)
                 raise
             if token.refresh_token is None and request.grant_type == REFRESH_TOKEN:
@@ -201,19 +290,32 @@ class TokenState:
                 token.scope,
                 "issued" if token.refresh_token else "none",
             )
-            if self.protocol.scope and token.scope and token.scope != self.protocol.scope:
-                logger.debug("granted scope %r differs from requested", token.scope)
             return token
 
-    def _retry_delay(self, exc: TokenEndpointUnavailableError, attempt: int) -> float | None:
-        if attempt >= self.max_retries:
+    def _retry_delay(
+        self, exc: TokenEndpointUnavailableError, attempt: int, max_retries: int
+    ) -> float | None:
+        if attempt >= max_retries:
             return None
         if exc.retry_after is not None:
             # A server that asks for longer than we are willing to block is
             # answered with the error (and its retry_after) at once.
-            return exc.retry_after if exc.retry_after <= self.retry_after_cap else None
-        base = min(self.max_backoff, self.backoff * (2.0**attempt))
+            return exc.retry_after if exc.retry_after <= self.policy.retry_after_cap else None
+        base = min(self.policy.max_backoff, self.policy.backoff * (2.0**attempt))
         return base / 2 + self._jitter() * base / 2
+
+    def _early_renewal_failed(self, exc: Exception, usable: _Held) -> None:
+        self._renewal_failures += 1
+        delay = min(RENEWAL_BACKOFF_MAX, 2.0 ** (self._renewal_failures - 1))
+        self._renew_again_at = self.clock() + delay
+        left = usable.valid_until - self.clock()
+        logger.warning(
+            "early token renewal failed (%s); the current token stays in use for %.0f s "
+            "more, next try in %.0f s",
+            self.redacted(exc),
+            left,
+            delay,
+        )
 
     def _cooldown_error(self, now: float) -> SemansysAuthError:
         rejected = self._rejected
@@ -228,60 +330,160 @@ class TokenState:
             retry_after=left,
         )
 
-    def _adopt(self, token: Token, *, save: bool) -> Held:
-        held = Held(token, self.leeway)
-        self.current = held
+    # -- adopting a token ------------------------------------------------------------
+
+    def _schedule(self, token: Token) -> tuple[float, float]:
+        """(renew_at, valid_until): renew ``leeway`` before expiry, but never more
+        than half the lifetime before it (a 4-second token is reused for 2 s);
+        stop sending it a safety margin before expiry."""
+        if token.expires_at is None:
+            return math.inf, math.inf
+        lifetime = max(token.expires_at - token.obtained_at, 0.0)
+        valid_until = token.expires_at - min(SAFETY_MARGIN, lifetime / 10)
+        renew_at = token.expires_at - min(self.policy.leeway, lifetime / 2)
+        return min(renew_at, valid_until), valid_until
+
+    def _adopt(self, token: Token, *, from_cache: bool) -> None:
+        renew_at, valid_until = self._schedule(token)
+        self.endpoint.redact.add(token.access_token, token.refresh_token)
+        self._held = _Held(token, renew_at, valid_until, from_cache)
+        self._issued.append(token.authorization)
         self._refresh_token = token.refresh_token
         self._rejected = None
-        self._rejected_until = 0.0
-        self.protocol.redact.add(token.access_token, token.refresh_token)
-        if save and self.cache is not None:
+        self._rejected_until = -math.inf
+        self._renewal_failures = 0
+        self._renew_again_at = -math.inf
+
+    def _keep(self, token: Token, *, from_cache: bool) -> Generator[Instruction, Any, None]:
+        """Adopt ``token``, save it to the cache (unless it came from there) and
+        tell the ``on_token`` callback."""
+        self._adopt(token, from_cache=from_cache)
+        if not from_cache and self._cache_active():
             try:
-                self.cache.save(self.cache_key, token)
-            except Exception as exc:  # a broken cache must not break the API call
-                logger.warning("token cache save failed: %s", self._redacted_reason(exc))
+                yield Call(lambda: self.cache.save(self.cache_key(), token), "cache save")
+            except Exception as exc:
+                self.cache_failed("save", exc)
         if self.on_token is not None:
+            info = token.info(from_cache=from_cache)
+            callback = self.on_token
             try:
-                self.on_token(token.info())
-            except Exception:
-                logger.warning("on_token callback raised; ignored", exc_info=True)
-        return held
+                yield Call(lambda: callback(info), "on_token callback")
+            except Exception as exc:
+                logger.warning("on_token callback raised %s; ignored", self.redacted(exc))
 
-    def _from_cache(self, stale: str | None, now: float, newer_than: float) -> Held | None:
-        """A usable token from the cache (another process may have renewed it).
+    # -- the cache ---------------------------------------------------------------------
 
-        After a 401, only a token obtained after the refused one is taken: an
-        older one was probably refused as well.
-        """
-        if self.cache is None:
+    def cache_key(self) -> str:
+        """This object's cache key (see ``TokenEndpoint.cache_key``). Computed once,
+        on first use: it costs about 35 ms of CPU, so async adapters call it in a
+        worker thread, as part of a cache call."""
+        key = self._key
+        if key is None:
+            with self._key_lock:
+                if self._key is None:
+                    self._key = self.endpoint.cache_key()
+                key = self._key
+        return key
+
+    def _cache_active(self) -> bool:
+        return self.cache is not None and self.clock() >= self._cache_paused_until
+
+    def cache_lock(self) -> Any:
+        """The cache's lock for this object's key, or None (no cache, no lock
+        support, or the cache is paused after a failure). Blocking: call it where
+        cache calls run."""
+        if not self._cache_active():
+            return None
+        make = getattr(self.cache, "lock", None)
+        if not callable(make):
             return None
         try:
-            token = self.cache.load(self.cache_key)
+            return make(self.cache_key())
         except Exception as exc:
-            logger.warning("token cache load failed: %s", self._redacted_reason(exc))
+            self.cache_failed("lock", exc)
             return None
-        if token is None or token.authorization == stale or token.obtained_at <= newer_than:
-            return None
-        if now >= token.refresh_at(self.leeway):
-            # Its access token is spent, but its refresh token may be the newest one
-            # (rotation by another process made ours invalid).
-            if token.refresh_token and (
-                self.current is None or token.obtained_at >= self.current.token.obtained_at
-            ):
-                self._refresh_token = token.refresh_token
-            return None
-        logger.debug("token taken from the cache (expires in %s)", _expires_in(token, now))
-        return self._adopt(replace(token, grant_type="cache"), save=False)
 
-    def _redacted_reason(self, exc: Exception) -> str:
-        return self.protocol.redact(f"{type(exc).__name__}: {exc}")
+    def cache_failed(self, what: str, exc: BaseException) -> None:
+        """A cache call failed: warn (once per pause) and leave the cache alone for
+        :data:`CACHE_PAUSE` seconds, so that each request does not pay for it."""
+        now = self.clock()
+        if now >= self._cache_paused_until:
+            logger.warning(
+                "token cache %s failed: %s; going on without the cache for %.0f s",
+                what,
+                self.redacted(exc),
+                CACHE_PAUSE,
+            )
+        self._cache_paused_until = now + CACHE_PAUSE
+
+    def _from_cache(self, now: float) -> Generator[Instruction, Any, Token | None]:
+        """A usable token from the cache (another process or object may have
+        renewed it), or None. An expired cached token still gives its refresh
+        token when it is newer than ours (another process rotated it)."""
+        if not self._cache_active():
+            return None
+        try:
+            cached = yield Call(lambda: self.cache.load(self.cache_key()), "cache load")
+        except Exception as exc:
+            self.cache_failed("load", exc)
+            return None
+        if cached is None:
+            return None
+        if not isinstance(cached, Token):
+            self.cache_failed("load", TypeError(f"it returned a {type(cached).__name__}"))
+            return None
+        held = self._held
+        if cached.obtained_at <= self._refused_at or (
+            held is not None and cached.obtained_at <= held.token.obtained_at
+        ):
+            return None  # no newer than what we hold, or than what the API refused
+        renew_at, _ = self._schedule(cached)
+        if now < renew_at:
+            logger.debug("token taken from the cache (%s)", _expires_in(cached, now))
+            yield from self._keep(cached, from_cache=True)
+            return cached
+        if cached.refresh_token is not None:
+            self._refresh_token = cached.refresh_token
+        return None
+
+    # -- 401 ----------------------------------------------------------------------------
+
+    def may_resend(self, status: int, sent: str | None, replayable: bool, what: str) -> bool:
+        """Whether an API answer calls for a renewal and one resend: a 401 to a
+        request that carried one of our tokens (``sent`` is the ``Authorization``
+        value as it left; a redirect to another origin drops it), whose body can
+        be sent again. ``what`` (method and path, no query) is for the log."""
+        if status != 401:
+            return False
+        if sent is None or sent not in self._issued:
+            logger.debug("API answered 401 to %s without our token: not resent", what)
+            return False
+        if not replayable:
+            logger.debug("API answered 401 to %s; its body cannot be sent again: not resent", what)
+            return False
+        logger.debug("API answered 401 to %s: renewing the token, resending once", what)
+        return True
+
+    # -- introspection -----------------------------------------------------------------
+
+    def info(self) -> TokenInfo | None:
+        held = self._held
+        return None if held is None else held.token.info(from_cache=held.from_cache)
 
     def describe(self) -> str:
+        endpoint = self.endpoint
         return (
-            f"token_url={self.protocol.token_url!r}, client_id={self.protocol.client_id!r}, "
-            f"username={mask_username(self.protocol.username)!r}"
+            f"token_url={endpoint.token_url!r}, client_id={endpoint.client_id!r}, "
+            f"username={mask_username(endpoint.username)!r}, scope={endpoint.scope!r}"
         )
+
+    def redacted(self, exc: BaseException) -> str:
+        return shown(f"{type(exc).__name__}: {exc}", self.endpoint.redact, 300)
 
 
 def _expires_in(token: Token, now: float) -> str:
-    return "unknown" if token.expires_at is None else f"{token.expires_at - now:.0f}s"
+    return (
+        "expiry unknown"
+        if token.expires_at is None
+        else f"expires in {token.expires_at - now:.0f} s"
+    )

@@ -89,6 +89,28 @@ def run_demo() -> int:
 
         _walk("httpx async", checker, async_get)
 
+        try:
+            import aiohttp
+        except ImportError:
+            print("\n== aiohttp: not installed (pip install 'semansys-auth[aiohttp]') ==")
+        else:
+            middleware = new_auth()
+
+            def aiohttp_get(url: str) -> int:
+                async def go() -> int:
+                    timeout = aiohttp.ClientTimeout(total=10)
+                    async with (
+                        aiohttp.ClientSession(
+                            middlewares=(middleware,), timeout=timeout
+                        ) as session,
+                        session.get(url) as response,
+                    ):
+                        return response.status
+
+                return asyncio.run(go())
+
+            _walk("aiohttp", checker, aiohttp_get)
+
     if checker.failures:
         print(f"\n{checker.failures} step(s) did not behave as expected.")
         return 1

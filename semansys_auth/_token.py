@@ -1,4 +1,9 @@
-"""The token value object and the unverified JWT claim reader. No I/O here."""
+"""The token value object, its non-secret view, and the unverified JWT claim reader.
+
+No I/O here. A :class:`Token` checks its own fields when it is built, so that
+nothing that reaches a header or a cache file can be malformed, whether it came
+from a token endpoint, a cache file or a user's own cache.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +11,88 @@ import base64
 import binascii
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Token", "TokenInfo", "jwt_claims"]
+
+PASSWORD = "password"
+REFRESH_TOKEN = "refresh_token"
+GRANT_TYPES = (PASSWORD, REFRESH_TOKEN)
+
+MAX_TOKEN_LENGTH = 16 * 1024
+"""Longest access or refresh token accepted: servers refuse headers past 8-16 KiB."""
+
+# RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+# Anything else (a space, CR, LF, a control or non-ASCII character) could split
+# or fold the Authorization header on its way out.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
+# RFC 6749 appendix A: refresh-token and scope are made of visible ASCII.
+_VISIBLE = re.compile(r"[\x20-\x7e]*\Z")
+
+
+def access_token_problem(value: object) -> str | None:
+    """Why ``value`` cannot be sent as a bearer token, or None if it can.
+
+    The answer never quotes the value: it may be a secret, or an attack.
+    """
+    if not isinstance(value, str):
+        return f"the access_token is a {type(value).__name__}, not a string"
+    if not value:
+        return "the access_token is empty"
+    if len(value) > MAX_TOKEN_LENGTH:
+        return f"the access_token is longer than {MAX_TOKEN_LENGTH} characters"
+    if not _B64TOKEN.match(value):
+        return (
+            "the access_token has characters that are not allowed in a bearer token "
+            "(RFC 6750 b64token: letters, digits and -._~+/ with trailing =)"
+        )
+    return None
+
+
+def refresh_token_problem(value: object) -> str | None:
+    """Why ``value`` cannot be used as a refresh token, or None if it can."""
+    if not isinstance(value, str):
+        return f"the refresh_token is a {type(value).__name__}, not a string"
+    if not value or len(value) > MAX_TOKEN_LENGTH or not _VISIBLE.match(value):
+        return "the refresh_token is empty, too long, or not visible ASCII"
+    return None
+
+
+def _finite(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)  # an int too large for a float raises OverflowError here
+    )
+
+
+def _number_problem(name: str, value: object, *, optional: bool) -> str | None:
+    if value is None and optional:
+        return None
+    try:
+        if _finite(value):
+            return None
+    except OverflowError:
+        pass
+    return f"{name} is not a finite number"
 
 
 def jwt_claims(access_token: str) -> dict[str, Any] | None:
     """Return the payload of a JWT *without verifying it*, or None if it is not a JWT.
 
     Used only to learn ``exp`` when the token answer has no ``expires_in``, and by
-    ``semansys-auth inspect``. Never used for any security decision.
+    ``semansys-auth inspect``. Never used for a security decision.
     """
     parts = access_token.split(".")
-    if len(parts) != 3:
+    if len(parts) != 3 or len(access_token) > MAX_TOKEN_LENGTH:
         return None
     payload = parts[1]
     try:
         raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
         claims = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         return None
     return claims if isinstance(claims, dict) else None
 
@@ -34,20 +101,29 @@ def jwt_claims(access_token: str) -> dict[str, Any] | None:
 class TokenInfo:
     """Non-secret facts about a token: safe to log, print or send to metrics.
 
-    Passed to the ``on_token`` callback and printed by ``semansys-auth token --json``.
+    Passed to the ``on_token`` callback, returned by ``SemansysAuth.token_info``
+    and printed by ``semansys-auth token --json``.
     """
 
     grant_type: str
-    """How it was obtained: ``"password"``, ``"refresh_token"`` or ``"cache"``."""
+    """The grant that obtained the token: ``"password"`` or ``"refresh_token"``."""
     token_type: str
+    """Always ``"Bearer"``."""
     obtained_at: float
-    """Epoch seconds."""
+    """When the token endpoint issued it, in epoch seconds."""
     expires_at: float | None
     """Epoch seconds, or None when the server gave no lifetime."""
     scope: str | None
+    """The granted scope, space-separated, or None when the server named none."""
     has_refresh_token: bool
+    """Whether a refresh token came with it."""
+    from_cache: bool = False
+    """True when this object took the token from its token cache instead of the
+    token endpoint (another process or object obtained it)."""
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict, plus ``expires_in`` (whole seconds of
+        lifetime at issue, or None)."""
         return {
             "grant_type": self.grant_type,
             "token_type": self.token_type,
@@ -58,6 +134,7 @@ class TokenInfo:
             ),
             "scope": self.scope,
             "has_refresh_token": self.has_refresh_token,
+            "from_cache": self.from_cache,
         }
 
 
@@ -65,37 +142,49 @@ class TokenInfo:
 class Token:
     """An access token with what is needed to use and renew it.
 
-    ``repr`` and ``str`` never show ``access_token`` or ``refresh_token``.
+    Every field is checked when the token is built (``ValueError`` otherwise):
+    the access token must be a valid RFC 6750 bearer token, times must be finite
+    numbers. ``repr`` and ``str`` never show ``access_token`` or ``refresh_token``.
     """
 
     access_token: str = field(repr=False)
     expires_at: float | None
     """Epoch seconds at which the server stops accepting it, or None if unknown."""
     obtained_at: float
+    """Epoch seconds at which it was issued."""
     refresh_token: str | None = field(default=None, repr=False)
     scope: str | None = None
     token_type: str = "Bearer"
-    grant_type: str = "password"
+    grant_type: str = PASSWORD
+    authorization: str = field(init=False, repr=False, compare=False)
+    """The ``Authorization`` header value, ``"Bearer <access_token>"``."""
 
-    @property
-    def authorization(self) -> str:
-        """The ``Authorization`` header value."""
-        return "Bearer " + self.access_token
+    def __post_init__(self) -> None:
+        problem = (
+            access_token_problem(self.access_token)
+            or (None if self.refresh_token is None else refresh_token_problem(self.refresh_token))
+            or _number_problem("expires_at", self.expires_at, optional=True)
+            or _number_problem("obtained_at", self.obtained_at, optional=False)
+        )
+        if problem is None and not (
+            self.scope is None or (isinstance(self.scope, str) and _VISIBLE.match(self.scope))
+        ):
+            problem = "scope is not a string of visible ASCII"
+        if problem is None and self.token_type != "Bearer":
+            problem = "token_type is not 'Bearer'"
+        if problem is None and self.grant_type not in GRANT_TYPES:
+            problem = f"grant_type is not one of {', '.join(GRANT_TYPES)}"
+        if problem is not None:
+            raise ValueError(f"not a usable token: {problem}")
+        object.__setattr__(self, "authorization", "Bearer " + self.access_token)
 
     @property
     def lifetime(self) -> float | None:
+        """Seconds from issue to expiry, or None if unknown."""
         return None if self.expires_at is None else self.expires_at - self.obtained_at
 
-    def refresh_at(self, leeway: float) -> float:
-        """When to stop using it and fetch a new one: ``leeway`` seconds before expiry,
-        but never more than half the token's lifetime before it (a 4-second token is
-        reused for 2 seconds, not fetched for every request)."""
-        if self.expires_at is None:
-            return math.inf
-        lifetime = max(self.expires_at - self.obtained_at, 0.0)
-        return self.expires_at - min(leeway, lifetime / 2)
-
-    def info(self) -> TokenInfo:
+    def info(self, *, from_cache: bool = False) -> TokenInfo:
+        """The non-secret :class:`TokenInfo` of this token."""
         return TokenInfo(
             grant_type=self.grant_type,
             token_type=self.token_type,
@@ -103,10 +192,12 @@ class Token:
             expires_at=self.expires_at,
             scope=self.scope,
             has_refresh_token=self.refresh_token is not None,
+            from_cache=from_cache,
         )
 
-    # The cache stores tokens as JSON; these two are its only format.
+    # Caches store tokens as JSON; these two are the one format they share.
     def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (secrets included: for caches only)."""
         return {
             "access_token": self.access_token,
             "refresh_token": self.refresh_token,
@@ -118,31 +209,32 @@ class Token:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> Token:
-        """Rebuild a token written by :meth:`to_json`; ``ValueError`` if it is not one."""
+    def from_json(cls, data: object) -> Token:
+        """Rebuild a token written by :meth:`to_json`.
+
+        Raises:
+            ValueError: ``data`` is not such a dict, or a field is missing or
+                invalid (the message never quotes a value).
+        """
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        access = data.get("access_token")
-        refresh = data.get("refresh_token")
-        expires_at = data.get("expires_at")
-        obtained_at = data.get("obtained_at")
-        scope = data.get("scope")
-        if not isinstance(access, str) or not access:
-            raise ValueError("access_token missing")
-        if refresh is not None and not isinstance(refresh, str):
-            raise ValueError("refresh_token is not a string")
-        if expires_at is not None and not isinstance(expires_at, (int, float)):
-            raise ValueError("expires_at is not a number")
-        if not isinstance(obtained_at, (int, float)):
-            raise ValueError("obtained_at is not a number")
-        if scope is not None and not isinstance(scope, str):
-            raise ValueError("scope is not a string")
-        return cls(
-            access_token=access,
-            refresh_token=refresh,
-            expires_at=None if expires_at is None else float(expires_at),
-            obtained_at=float(obtained_at),
-            scope=scope,
-            token_type=str(data.get("token_type") or "Bearer"),
-            grant_type=str(data.get("grant_type") or "password"),
-        )
+        try:
+            expires_at = data.get("expires_at")
+            obtained_at = data.get("obtained_at")
+            return cls(
+                access_token=data.get("access_token"),  # type: ignore[arg-type]
+                refresh_token=data.get("refresh_token"),
+                expires_at=None if expires_at is None else _as_float(expires_at),
+                obtained_at=_as_float(obtained_at),
+                scope=data.get("scope"),
+                token_type=data.get("token_type", "Bearer"),
+                grant_type=data.get("grant_type", PASSWORD),
+            )
+        except (TypeError, OverflowError) as exc:
+            raise ValueError(f"not a usable token: {type(exc).__name__}") from None
+
+
+def _as_float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("not a usable token: a time is not a number")
+    return float(value)

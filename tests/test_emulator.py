@@ -175,7 +175,8 @@ def test_demo_command_walks_through_and_succeeds() -> None:
         [sys.executable, "-m", "semansys_auth", "demo"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for section in ("== requests ==", "== httpx ==", "== httpx async =="):
+    sections = ("== requests ==", "== httpx ==", "== httpx async ==", "== aiohttp ==")
+    for section in sections:
         assert section in result.stdout
-    assert result.stdout.count("[ok]") == 9
+    assert result.stdout.count("[ok]") == 3 * len(sections)
     assert "All steps behaved as expected" in result.stdout

@@ -31,7 +31,7 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEMANSYS_SCOPE", "a b")
     auth = SemansysAuth.from_env()
     assert auth.client_id == "env-client"
-    assert auth._state.protocol.scope == "a b"
+    assert auth._core.endpoint.scope == "a b"
 
 
 @pytest.mark.parametrize("missing", sorted(FULL))

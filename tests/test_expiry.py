@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from helpers import send
+from helpers import send, wait_until
 from semansys_auth.testing import SemansysEmulator
 
 
@@ -18,6 +18,8 @@ def test_token_renewed_before_expiry_without_a_401(
     assert len(semansys_emulator.token_requests()) == 1
     time.sleep(2.1)
     assert send(kind, auth, "GET", semansys_emulator.api_url + "/a").status == 200
+    # requests renews in a background thread: the request did not wait for it.
+    wait_until(lambda: len(semansys_emulator.token_requests()) == 2)
     assert [r.grant_type for r in semansys_emulator.token_requests()] == [
         "password",
         "refresh_token",

@@ -20,7 +20,7 @@ from authlib.oauth2.rfc6750 import BearerTokenValidator
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
-from helpers import send
+from helpers import send, wait_until
 from semansys_auth import ClientCredentialsError, SemansysAuth, UserCredentialsError
 
 CLIENT_ID, CLIENT_SECRET = "interop-client", "interop-secret"
@@ -234,6 +234,7 @@ def test_proactive_refresh_before_expiry(authlib_server: tuple[str, Store], kind
     assert send(kind, auth, "GET", base + "/api/me").status == 200
     time.sleep(2.1)
     assert send(kind, auth, "GET", base + "/api/me").status == 200
+    wait_until(lambda: len(store.grants) == 2)  # requests renews in the background
     assert store.grants == ["password", "refresh_token"]
 
 

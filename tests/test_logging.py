@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import send
+from helpers import send, wait_until
 from semansys_auth import TokenInfo
 from semansys_auth.testing import SemansysEmulator
 
@@ -33,7 +33,8 @@ def test_debug_lines_for_each_step(
     )
     time.sleep(2.1)
     send(kind, auth, "GET", semansys_emulator.api_url + "/a")
-    assert any("renewing it before use" in m for m in messages(caplog, logging.DEBUG))
+    wait_until(lambda: len(semansys_emulator.token_requests()) == 2)  # requests: in the background
+    wait_until(lambda: any("renewing it early" in m for m in messages(caplog, logging.DEBUG)))
     semansys_emulator.expire_access_tokens()
     send(kind, auth, "GET", semansys_emulator.api_url + "/a")
     assert any(

@@ -163,5 +163,5 @@ def test_a_prepared_request_sent_twice_is_retried_both_times(
         session.get(semansys_emulator.api_url + "/warm-up", timeout=10)
         for _ in range(2):
             semansys_emulator.expire_access_tokens()
-            prepared.headers["Authorization"] = session.auth._state.current.header  # type: ignore[union-attr]
+            prepared.headers["Authorization"] = session.auth._core.usable().authorization  # type: ignore[union-attr]
             assert session.send(prepared, timeout=10).status_code == 200

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import RecordingServer, send
 from semansys_auth import SemansysAuth, SemansysAuthError
-from semansys_auth._protocol import Protocol
+from semansys_auth._oauth import TokenEndpoint
 from semansys_auth.testing import SemansysEmulator
 
 CLIENT_SECRET = "cs-Zq8-very-secret"
@@ -19,11 +19,11 @@ PASSWORD = "pw-Kx3-very-secret"
 def secrets_of(auth: SemansysAuth) -> list[str]:
     """Every secret the object holds right now (white-box: the test must know them)."""
     found = [CLIENT_SECRET, PASSWORD]
-    held = auth._state.current
-    if held is not None:
-        found.append(held.token.access_token)
-        if held.token.refresh_token:
-            found.append(held.token.refresh_token)
+    token = auth._core.usable()
+    if token is not None:
+        found.append(token.access_token)
+        if token.refresh_token:
+            found.append(token.refresh_token)
     return found
 
 
@@ -31,16 +31,17 @@ def test_repr_and_str_show_no_secret(semansys_emulator: SemansysEmulator) -> Non
     semansys_emulator.client_secret, semansys_emulator.password = CLIENT_SECRET, PASSWORD
     auth = semansys_emulator.auth()
     send("httpx", auth, "GET", semansys_emulator.api_url + "/a")
-    held = auth._state.current
-    assert held is not None
+    token = auth._core.usable()
+    assert token is not None
     shown = " ".join(
         [
             repr(auth),
             str(auth),
-            repr(held.token),
-            str(held.token),
-            repr(held.token.info()),
-            repr(auth._state.protocol.password_request()),
+            repr(token),
+            str(token),
+            repr(token.info()),
+            repr(auth._core.endpoint),
+            repr(auth._core.endpoint.password_request()),
             repr(semansys_emulator),
             repr(semansys_emulator.requests),
         ]
@@ -86,15 +87,16 @@ def test_logs_at_every_level_hold_no_secret(
 
 
 def test_redactor_removes_known_secrets_jwts_and_pairs() -> None:
-    protocol = Protocol(
+    endpoint = TokenEndpoint(
         token_url="https://x/t",
         client_id="c",
         client_secret=CLIENT_SECRET,
         username="u@x",
         password=PASSWORD,
         scope=None,
+        timeout=30.0,
     )
-    text = protocol.redact(
+    text = endpoint.redact(
         f'{CLIENT_SECRET} {{"access_token": "abc123", "refresh_token":"r-9"}} '
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln password=hunter2"
     )

@@ -21,10 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
-from .._protocol import mask_username
-
 if TYPE_CHECKING:
-    from .._auth import SemansysAuth
+    from .. import SemansysAuth
 
 __all__ = ["Dialect", "RecordedRequest", "SemansysEmulator"]
 
@@ -38,6 +36,12 @@ _HTML_PAGE = (
     "<body><h1>{status} {reason}</h1><p>The upstream server did not answer in time.</p>"
     "<hr><address>emulated proxy</address></body></html>"
 )
+
+
+def _masked(username: str) -> str:
+    """``jane@example.com`` -> ``j***@example.com``, for the request log."""
+    local, at, domain = username.partition("@")
+    return f"{local[:1]}***{at}{domain}"
 
 
 def _b64(data: bytes) -> str:
@@ -242,7 +246,7 @@ class SemansysEmulator:
 
     def auth(self, **options: Any) -> SemansysAuth:
         """A ``SemansysAuth`` bound to this emulator (options are passed through)."""
-        from .._auth import SemansysAuth
+        from .. import SemansysAuth
 
         kwargs: dict[str, Any] = {**self.credentials, "token_url": self.token_url}
         kwargs.update(options)
@@ -524,7 +528,7 @@ class _Handler(BaseHTTPRequestHandler):
                     status,
                     grant_type=grant,
                     client_id=form.get("client_id"),
-                    username=mask_username(form["username"]) if "username" in form else None,
+                    username=_masked(form["username"]) if "username" in form else None,
                     received_at=received_at,
                 )
             )

@@ -1,0 +1,115 @@
+"""aiohttp (>= 3.12): the auth object as a client middleware,
+``aiohttp.ClientSession(middlewares=(auth,))``.
+
+Token requests go through the request's own session (``request.session``), with
+``middlewares=()`` so that they do not come back here, never following
+redirects, with a total timeout, at most ``MAX_ANSWER_BYTES`` read and no
+automatic decompression (done within the bound by ``decode_body``).
+
+aiohttp runs middlewares on every redirect hop, where requests and httpx run
+auth once and drop ``Authorization`` on a cross-origin redirect. So, like
+aiohttp's own ``DigestAuthMiddleware``, this middleware scopes the token to the
+origin of the first request it handles: a request (or redirect hop) to any other
+origin passes through without it. Use one ``SemansysAuth`` per API origin.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payload
+
+from ._config import Settings
+from ._core import TokenCore
+from ._drive import obtain_async
+from ._locks import FetchLock
+from ._oauth import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
+from ._token import Token
+
+logger = logging.getLogger("semansys_auth")
+
+# Bodies that aiohttp keeps in memory and can send again: bytes, str, JSON and
+# urlencoded forms are all BytesPayload (StringPayload and JsonPayload derive from it).
+_REPLAYABLE = (payload.BytesPayload,)
+
+
+def _replayable(request: ClientRequest) -> bool:
+    body = request.body
+    return body == b"" or isinstance(body, _REPLAYABLE)
+
+
+class AiohttpAdapter:
+    """The aiohttp side of one ``SemansysAuth``."""
+
+    def __init__(self, core: TokenCore, lock: FetchLock, settings: Settings) -> None:
+        self._core = core
+        self._lock = lock
+        self._settings = settings
+        self._origin: Any = None
+
+    def _in_scope(self, request: ClientRequest) -> bool:
+        origin = request.url.origin()
+        if self._origin is None:
+            self._origin = origin
+        elif origin != self._origin:
+            logger.debug(
+                "request to %s passes without the token: this object serves %s through aiohttp",
+                origin,
+                self._origin,
+            )
+            return False
+        return True
+
+    async def middleware(
+        self, request: ClientRequest, handler: ClientHandlerType
+    ) -> ClientResponse:
+        if not self._in_scope(request):
+            return await handler(request)
+        core = self._core
+        token = core.usable() or await self._token(request, None)
+        self._settings.authorize(request.headers, token)
+        response = await handler(request)
+        sent = request.headers.get(hdrs.AUTHORIZATION)
+        what = f"{request.method} {request.url.path}"
+        if not core.may_resend(response.status, sent, _replayable(request), what):
+            return response
+        response.release()
+        token = await self._token(request, sent)
+        self._settings.authorize(request.headers, token)
+        return await handler(request)
+
+    async def _token(self, request: ClientRequest, refused: str | None) -> Token:
+        session = request.session
+
+        async def send(step: EndpointRequest) -> EndpointResponse:
+            return await post(session, step)
+
+        return await obtain_async(self._core, self._lock, send, refused)
+
+
+async def post(session: aiohttp.ClientSession, step: EndpointRequest) -> EndpointResponse:
+    """Send a token request through ``session``; bounded in size and time."""
+    async with session.request(
+        step.method,
+        step.url,
+        data=step.body,
+        headers=dict(step.headers),
+        allow_redirects=False,
+        middlewares=(),
+        raise_for_status=False,
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=step.timeout),
+    ) as response:
+        chunks: list[bytes] = []
+        size = 0
+        truncated = False
+        while chunk := await response.content.read(64 * 1024):  # the total timeout applies
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                truncated = True
+                break
+            chunks.append(chunk)
+        body, cut = decode_body(b"".join(chunks), header(response.headers, "content-encoding"))
+        return EndpointResponse(response.status, response.headers, body, truncated or cut)

@@ -1,0 +1,188 @@
+"""Carrying out the core's instructions, for adapters that *call* their HTTP
+library: blocking callers (requests, the command line) and async callers that
+await their I/O (aiohttp). The httpx adapter *yields* its token requests to the
+client, so it has its own two loops, built from the same :class:`Steps`.
+
+Every adapter follows the same three-way rule from :meth:`TokenCore.need`:
+send the held token; send it and let one caller renew early; or wait for the
+lock and renew.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._core import Call, Flow, Instruction, Need, Sleep, TokenCore
+from ._locks import FetchLock
+from ._oauth import EndpointRequest, EndpointResponse
+from ._token import Token
+
+logger = logging.getLogger("semansys_auth")
+
+Send = Callable[[EndpointRequest], EndpointResponse]
+SendAsync = Callable[[EndpointRequest], Awaitable[EndpointResponse]]
+
+
+class Steps:
+    """Iterates over a core flow's instructions; the adapter answers each with
+    :meth:`reply` (a result) or :meth:`fail` (an exception thrown into the core).
+    The flow's return value ends up in :attr:`value`."""
+
+    __slots__ = ("_error", "_flow", "_result", "value")
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+        self._result: Any = None
+        self._error: Exception | None = None
+        self.value: Token | None = None
+
+    def __iter__(self) -> Steps:
+        return self
+
+    def __next__(self) -> Instruction:
+        result, error = self._result, self._error
+        self._result = self._error = None
+        try:
+            if error is not None:
+                return self._flow.throw(error)
+            return self._flow.send(result)
+        except StopIteration as done:
+            self.value = done.value
+            raise StopIteration from None
+
+    def reply(self, result: Any) -> None:
+        self._result = result
+
+    def fail(self, error: Exception) -> None:
+        self._error = error
+
+    def token(self) -> Token:
+        assert self.value is not None, "the flow ended without a token"
+        return self.value
+
+
+def run_blocking(flow: Flow, send: Send) -> Token:
+    """Carry out a flow in this thread."""
+    steps = Steps(flow)
+    try:
+        for step in steps:
+            try:
+                if isinstance(step, EndpointRequest):
+                    steps.reply(send(step))
+                elif isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                else:
+                    steps.reply(step.run())
+            except Exception as exc:
+                steps.fail(exc)
+    finally:
+        flow.close()
+    return steps.token()
+
+
+def obtain_blocking(
+    core: TokenCore,
+    lock: FetchLock,
+    send: Send,
+    refused: str | None = None,
+    *,
+    renewer: BackgroundRenewal | None = None,
+) -> Token:
+    """A token to send now, for a blocking caller. An early renewal runs in the
+    background when a ``renewer`` is given, else in this caller if no other
+    caller is already at it."""
+    need, held = core.need(refused)
+    if need is Need.TOKEN:
+        with lock.hold(wait=True):
+            return run_blocking(core.renew(refused), send)
+    assert held is not None
+    if need is Need.RENEWAL:
+        if renewer is not None:
+            renewer.start()
+        else:
+            with lock.hold(wait=False) as got:
+                if got:
+                    return run_blocking(core.renew(refused, required=False), send)
+    return held
+
+
+class BackgroundRenewal:
+    """Renews early in a daemon thread, so that no request waits for it."""
+
+    def __init__(self, core: TokenCore, lock: FetchLock, send: Send) -> None:
+        self._core = core
+        self._lock = lock
+        self._send = send
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    def start(self) -> None:
+        with self._guard:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="semansys-auth-renewal", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self._lock.hold(wait=False) as got:
+                if got:
+                    run_blocking(self._core.renew(required=False), self._send)
+        except Exception as exc:
+            # Raised only when no valid token is left; the next request that
+            # needs one renews in its own thread and sees the error.
+            logger.warning("background token renewal failed: %s", self._core.redacted(exc))
+
+    def join(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+
+async def run_async(flow: Flow, send: SendAsync) -> Token:
+    """Carry out a flow on an event loop; blocking calls go to a worker thread."""
+    import anyio
+    import anyio.to_thread
+
+    steps = Steps(flow)
+    try:
+        for step in steps:
+            try:
+                if isinstance(step, EndpointRequest):
+                    steps.reply(await send(step))
+                elif isinstance(step, Sleep):
+                    await anyio.sleep(step.seconds)
+                else:
+                    steps.reply(await anyio.to_thread.run_sync(_run_call, step))
+            except Exception as exc:
+                steps.fail(exc)
+    finally:
+        flow.close()
+    return steps.token()
+
+
+def _run_call(call: Call) -> Any:
+    return call.run()
+
+
+async def obtain_async(
+    core: TokenCore, lock: FetchLock, send: SendAsync, refused: str | None = None
+) -> Token:
+    """A token to send now, for an async caller: the task that finds the lock
+    free renews; while the held token is valid, the others do not wait."""
+    need, held = core.need(refused)
+    if need is Need.NOTHING:
+        assert held is not None
+        return held
+    required = need is Need.TOKEN
+    async with lock.hold_async(wait=required) as got:
+        if got:
+            return await run_async(core.renew(refused, required=required), send)
+    assert held is not None
+    return held

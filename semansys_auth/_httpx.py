@@ -1,0 +1,364 @@
+"""httpx and httpx2: an auth flow that yields its token requests to the client.
+
+Shaped like httpx's own ``DigestAuth``: the flow yields the API request,
+receives the response, and on a 401 to our token yields token requests and the
+request again. Token requests therefore travel through the user's own client:
+its transport, proxies, certificates and event loop. Sync and async clients get
+one flow each; they differ only in how they lock, sleep, read a body and run a
+blocking call.
+
+Two guards that httpx has no switch for:
+
+* Redirects. A client made with ``follow_redirects=True`` also follows a
+  redirect of a token request, and re-posts the body of a 307 or 308. The body
+  of a token request is therefore a one-shot stream: a second read raises
+  :class:`BadTokenRequestError` before a byte of it leaves, so the password
+  and client secret never reach the redirect target (which sees only headers
+  that carry no secret). A 301/302/303 turns the POST into a body-less GET; its
+  answer is reported as the redirect it was.
+* Size and time. The answer is read with ``iter_raw`` up to
+  ``MAX_ANSWER_BYTES`` and until ``timeout`` has passed since the request left.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from contextlib import aclosing
+from typing import Any
+
+from ._config import Settings
+from ._core import Flow, Need, Sleep, TokenCore
+from ._drive import Steps, _run_call
+from ._errors import BadTokenRequestError
+from ._locks import FetchLock
+from ._oauth import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
+from ._token import Token
+
+# httpx keeps a bytes, JSON or form body in a ByteStream (re-iterable) and a
+# multipart body in a MultipartStream (it seeks file parts back to 0 itself).
+# Matched by name so that httpx and httpx2 are both covered.
+_REPLAYABLE_STREAMS = frozenset({"ByteStream", "MultipartStream"})
+
+_REDIRECTED_BODY = (
+    "The token endpoint answered with a redirect that keeps the request body (307 or "
+    "308), and the client follows redirects: the credentials were not sent again. Set "
+    "token_url to the final URL"
+)
+
+
+def _library(request: Any) -> Any:
+    """The module (httpx or httpx2) whose Request this is."""
+    return sys.modules[type(request).__module__.partition(".")[0]]
+
+
+def _noop() -> None:
+    return None
+
+
+def rewinder(request: Any) -> Callable[[], None] | None:
+    """How to make ``request``'s body sendable again, or None if it cannot be.
+
+    Called before the first send, so that a file's starting position is known.
+    """
+    stream = request.stream
+    if type(stream).__name__ in _REPLAYABLE_STREAMS:
+        return _noop
+    # httpx wraps a file passed as ``content=`` in an IteratorByteStream that keeps
+    # the file as ``_stream``; no public API exposes it. A generator is not replayable.
+    source = getattr(stream, "_stream", None)
+    if source is None or inspect.isgenerator(source) or inspect.isasyncgen(source):
+        return None
+    seek = getattr(source, "seek", None)
+    tell = getattr(source, "tell", None)
+    if seek is None or tell is None:
+        return None
+    try:
+        if hasattr(source, "seekable") and not source.seekable():
+            return None
+        position = tell()
+    except (OSError, ValueError):
+        return None
+
+    def rewind() -> None:
+        seek(position)
+
+    return rewind
+
+
+_ONE_SHOT: dict[Any, type] = {}
+
+
+def _one_shot_body(library: Any, body: bytes) -> Any:
+    """A request stream of ``library`` that gives ``body`` once, and raises on a
+    second read (a followed 307/308), before anything of it is sent."""
+    cls = _ONE_SHOT.get(library)
+    if cls is None:
+
+        def take(self: Any) -> bytes:
+            if self.sent:
+                raise BadTokenRequestError(_REDIRECTED_BODY)
+            self.sent = True
+            return bytes(self.body)
+
+        def sync_iter(self: Any) -> Iterator[bytes]:
+            yield take(self)
+
+        async def async_iter(self: Any) -> AsyncIterator[bytes]:
+            yield take(self)
+
+        def init(self: Any, body: bytes) -> None:
+            self.body = body
+            self.sent = False
+
+        cls = type(
+            "OneShotBody",
+            (library.SyncByteStream, library.AsyncByteStream),
+            {"__init__": init, "__iter__": sync_iter, "__aiter__": async_iter},
+        )
+        _ONE_SHOT[library] = cls
+    return cls(body)
+
+
+def token_request(template: Any, step: EndpointRequest) -> Any:
+    """The httpx (or httpx2) request for a token request, made with the request
+    class of the client in use. Every phase waits at most ``step.timeout``, or
+    the client's own shorter timeout."""
+    client_timeouts = template.extensions.get("timeout") or {}
+    timeouts = {
+        phase: min(step.timeout, client_timeouts.get(phase) or step.timeout)
+        for phase in ("connect", "read", "write", "pool")
+    }
+    sent = type(template)(
+        step.method,
+        step.url,
+        headers=step.headers,
+        content=step.body,  # for the Host and Content-Length headers httpx adds
+        extensions={"timeout": timeouts},
+    )
+    sent.stream = _one_shot_body(_library(template), step.body)
+    return sent
+
+
+def _answer(
+    sent: Any, response: Any, raw: bytes, truncated: bool, step: EndpointRequest
+) -> EndpointResponse:
+    body, cut = decode_body(raw, header(response.headers, "content-encoding"))
+    # httpx reads this response again when the flow goes on (Response.read());
+    # its stream is spent, so hand it the bytes read here. (No public API.)
+    response._content = body
+    redirected = None if response.request is sent else str(response.request.url)
+    return EndpointResponse(
+        response.status_code, response.headers, body, truncated or cut, redirected
+    )
+
+
+def _timed_out(sent: Any, step: EndpointRequest) -> Exception:
+    error: Exception = _library(sent).ReadTimeout(
+        f"the token endpoint {step.url} did not finish its answer within {step.timeout:g} s",
+        request=sent,
+    )
+    return error
+
+
+def _remaining_for_body(sent: Any, deadline: float) -> float:
+    # httpx reads the body's read timeout from this very dict when the body
+    # starts: let each read wait at most the time that is left.
+    left = max(deadline - time.monotonic(), 0.001)
+    timeouts = sent.extensions.get("timeout")
+    if isinstance(timeouts, dict):
+        timeouts["read"] = min(timeouts.get("read") or left, left)
+    return left
+
+
+def read_sync(sent: Any, response: Any, step: EndpointRequest, deadline: float) -> EndpointResponse:
+    _remaining_for_body(sent, deadline)
+    chunks: list[bytes] = []
+    size = 0
+    truncated = False
+    for chunk in response.iter_raw():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            truncated = True
+            break
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            response.close()
+            raise _timed_out(sent, step)
+    if truncated:
+        response.close()
+    return _answer(sent, response, b"".join(chunks), truncated, step)
+
+
+async def read_async(
+    sent: Any, response: Any, step: EndpointRequest, deadline: float
+) -> EndpointResponse:
+    import anyio
+
+    left = _remaining_for_body(sent, deadline)
+    chunks: list[bytes] = []
+    size = 0
+    truncated = False
+    with anyio.move_on_after(left) as scope:
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                truncated = True
+                break
+            chunks.append(chunk)
+    if scope.cancelled_caught:
+        await response.aclose()
+        raise _timed_out(sent, step)
+    if truncated:
+        await response.aclose()
+    return _answer(sent, response, b"".join(chunks), truncated, step)
+
+
+def _what(request: Any) -> str:
+    return f"{request.method} {request.url.path}"  # no query, no userinfo: either may hold secrets
+
+
+class HttpxAdapter:
+    """The httpx and httpx2 side of one ``SemansysAuth``."""
+
+    def __init__(self, core: TokenCore, lock: FetchLock, settings: Settings) -> None:
+        self._core = core
+        self._lock = lock
+        self._settings = settings
+
+    # -- sync --------------------------------------------------------------------------
+
+    def sync_flow(self, request: Any) -> Generator[Any, Any, None]:
+        core = self._core
+        token = core.usable()
+        if token is None:
+            token = yield from self._sync_token(request, None)
+        rewind = rewinder(request)
+        self._settings.authorize(request.headers, token)
+        response = yield request
+        sent = response.request.headers.get("Authorization")
+        if not core.may_resend(response.status_code, sent, rewind is not None, _what(request)):
+            return
+        assert rewind is not None
+        token = yield from self._sync_token(request, sent)
+        rewind()
+        self._settings.authorize(request.headers, token)
+        yield request
+
+    def _sync_token(self, template: Any, refused: str | None) -> Generator[Any, Any, Token]:
+        need, held = self._core.need(refused)
+        required = need is Need.TOKEN
+        if need is not Need.NOTHING:
+            with self._lock.hold(wait=required) as got:
+                if got:
+                    flow = self._core.renew(refused, required=required)
+                    return (yield from self._sync_run(flow, template))
+        assert held is not None
+        return held
+
+    def _sync_run(self, flow: Flow, template: Any) -> Generator[Any, Any, Token]:
+        steps = Steps(flow)
+        try:
+            for step in steps:
+                try:
+                    if isinstance(step, EndpointRequest):
+                        deadline = time.monotonic() + step.timeout
+                        sent = token_request(template, step)
+                        response = yield sent
+                        steps.reply(read_sync(sent, response, step, deadline))
+                    elif isinstance(step, Sleep):
+                        time.sleep(step.seconds)
+                    else:
+                        steps.reply(step.run())
+                except Exception as exc:
+                    steps.fail(exc)
+        finally:
+            flow.close()
+        return steps.token()
+
+    # -- async -------------------------------------------------------------------------
+
+    async def async_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
+        core = self._core
+        token = core.usable()
+        if token is None:
+            async with aclosing(self._async_token(request, None)) as steps:
+                async for step in steps:
+                    if isinstance(step, _Exchange):
+                        step.response = yield step.request
+                    else:
+                        token = step
+        assert token is not None
+        rewind = rewinder(request)
+        self._settings.authorize(request.headers, token)
+        response = yield request
+        sent = response.request.headers.get("Authorization")
+        if not core.may_resend(response.status_code, sent, rewind is not None, _what(request)):
+            return
+        assert rewind is not None
+        async with aclosing(self._async_token(request, sent)) as steps:
+            async for step in steps:
+                if isinstance(step, _Exchange):
+                    step.response = yield step.request
+                else:
+                    token = step
+        rewind()
+        self._settings.authorize(request.headers, token)
+        yield request
+
+    async def _async_token(self, template: Any, refused: str | None) -> AsyncGenerator[Any, None]:
+        """``_sync_token`` for async flows. Async generators can neither
+        ``yield from`` nor return a value: this one yields each token request
+        as an :class:`_Exchange` (the flow sends it and fills in the response),
+        and last the token. Iterate it under ``aclosing``: the locks it holds
+        are released when it closes."""
+        need, held = self._core.need(refused)
+        required = need is Need.TOKEN
+        if need is not Need.NOTHING:
+            async with self._lock.hold_async(wait=required) as got:
+                if got:
+                    flow = self._core.renew(refused, required=required)
+                    async with aclosing(self._async_run(flow, template)) as steps:
+                        async for step in steps:
+                            yield step
+                    return
+        assert held is not None
+        yield held
+
+    async def _async_run(self, flow: Flow, template: Any) -> AsyncGenerator[Any, None]:
+        import anyio
+        import anyio.to_thread
+
+        steps = Steps(flow)
+        try:
+            for step in steps:
+                try:
+                    if isinstance(step, EndpointRequest):
+                        deadline = time.monotonic() + step.timeout
+                        exchange = _Exchange(token_request(template, step))
+                        yield exchange
+                        answer = await read_async(
+                            exchange.request, exchange.response, step, deadline
+                        )
+                        steps.reply(answer)
+                    elif isinstance(step, Sleep):
+                        await anyio.sleep(step.seconds)
+                    else:
+                        steps.reply(await anyio.to_thread.run_sync(_run_call, step))
+                except Exception as exc:
+                    steps.fail(exc)
+        finally:
+            flow.close()
+        yield steps.token()
+
+
+class _Exchange:
+    """A token request on its way through the async flow, and its response."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.response: Any = None

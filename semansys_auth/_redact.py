@@ -1,0 +1,100 @@
+"""Keeping secrets out of messages and logs.
+
+Every string that comes from outside (a token endpoint's answer, an exception's
+text) passes through :func:`shown` before it reaches a message or a log line:
+secrets are removed first, then control characters, and only then is the text
+cut, so that a secret straddling the cut cannot survive in part.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import deque
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
+
+__all__ = ["Redactor", "mask_username", "shown"]
+
+MASK = "***"
+
+
+def _variants(secret: str) -> set[str]:
+    """The forms a secret takes when a server echoes it back: as is, form- or
+    URL-encoded (an echoed request body), JSON-escaped, HTML-escaped."""
+    forms = {secret, quote_plus(secret), quote(secret, safe=""), html.escape(secret)}
+    forms.add(json.dumps(secret)[1:-1])
+    forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+    return {form for form in forms if form}
+
+
+class Redactor:
+    """Removes known secrets, JWTs, bearer credentials and ``name=value`` pairs
+    of secret-looking names from text."""
+
+    _PATTERNS = (
+        (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), "<jwt>"),
+        (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*"), r"\1 " + MASK),
+        (
+            re.compile(
+                r"""(?ix)
+                ((?:access_token|refresh_token|id_token|client_secret|password|secret|token)
+                 ["']?\s*[:=]\s*["']?)
+                [^"'&\s,}]+
+                """
+            ),
+            r"\1" + MASK,
+        ),
+    )
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._fixed: frozenset[str] = frozenset(
+            form for secret in secrets if secret for form in _variants(secret)
+        )
+        # Tokens come and go: keep the recent ones only, so that a process that
+        # runs for months does not accumulate every token it ever held.
+        self._recent: deque[frozenset[str]] = deque(maxlen=16)
+        self._ordered: tuple[str, ...] = self._order()
+
+    def _order(self) -> tuple[str, ...]:
+        # Longest first, so that a secret that contains another is removed whole.
+        every = set(self._fixed).union(*self._recent)
+        return tuple(sorted(every, key=lambda s: (-len(s), s)))
+
+    def add(self, *secrets: str | None) -> None:
+        """Also redact these (new tokens); ``None`` and empty strings are ignored."""
+        for secret in secrets:
+            if secret:
+                forms = frozenset(_variants(secret))
+                if forms not in self._recent:
+                    self._recent.append(forms)
+        self._ordered = self._order()
+
+    def __call__(self, text: str) -> str:
+        for secret in self._ordered:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        for pattern, replacement in self._PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: object, redact: Redactor, limit: int) -> str:
+    """``value`` as text that is safe to show: redacted, on one line, without
+    control or bidirectional characters, at most ``limit`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    # The whole text is redacted before anything is cut: a secret (or a JWT)
+    # straddling a cut would otherwise survive in part. Callers bound the size.
+    text = redact(text)
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def mask_username(username: str) -> str:
+    """``jane.doe@example.com`` -> ``j***@example.com``: enough to tell accounts apart."""
+    local, at, domain = username.partition("@")
+    return f"{local[:1]}{MASK}{at}{domain}"

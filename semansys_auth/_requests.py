@@ -1,0 +1,173 @@
+"""requests: the auth hook and a response hook that resends once after a 401.
+
+Shaped like requests' own ``HTTPDigestAuth``: ``authorize`` (the auth object's
+``__call__``) puts the token on the request and registers ``handle_401`` as a
+response hook, which renews the token and resends the request through
+``r.connection`` after rewinding its body. Early renewals run in a background
+thread: no request waits for them.
+
+Token requests go through ``requests_session`` (by default a private
+``requests.Session`` per fetch, which honours ``HTTPS_PROXY``,
+``REQUESTS_CA_BUNDLE`` and the other environment settings), never follow
+redirects, and read at most ``MAX_ANSWER_BYTES`` within ``timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.response
+from requests.cookies import extract_cookies_to_jar
+from requests.utils import rewind_body
+
+from ._config import Settings
+from ._core import TokenCore
+from ._drive import BackgroundRenewal, obtain_blocking
+from ._locks import FetchLock
+from ._oauth import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
+from ._token import Token
+
+_CHUNK = 64 * 1024
+_URLLIB3_RESPONSE = getattr(urllib3.response, "BaseHTTPResponse", urllib3.response.HTTPResponse)
+
+
+def post(request: EndpointRequest, session: requests.Session | None = None) -> EndpointResponse:
+    """Send a token request with requests; bounded in size and time.
+
+    The connect and every read wait at most the time left, and the body is read
+    until ``request.timeout`` has passed since the start, no longer.
+    """
+    deadline = time.monotonic() + request.timeout
+    if session is None:
+        # A token is fetched about once an hour: a private session per fetch
+        # keeps no idle connection open in between, and re-reads the proxy and
+        # CA-bundle environment variables each time.
+        with requests.Session() as private:
+            return _post(private, request, deadline)
+    return _post(session, request, deadline)
+
+
+def _post(session: requests.Session, request: EndpointRequest, deadline: float) -> EndpointResponse:
+    response = session.request(
+        request.method,
+        request.url,
+        data=request.body,
+        headers=dict(request.headers),
+        timeout=(request.timeout, request.timeout),
+        allow_redirects=False,
+        stream=True,
+    )
+    with response:
+        raw, truncated = _read(response, request, deadline)
+        body, cut = decode_body(raw, header(response.headers, "content-encoding"))
+        return EndpointResponse(response.status_code, response.headers, body, truncated or cut)
+
+
+def _read(
+    response: requests.Response, request: EndpointRequest, deadline: float
+) -> tuple[bytes, bool]:
+    raw = response.raw
+    if isinstance(raw, _URLLIB3_RESPONSE):
+        read1 = getattr(raw, "read1", None)  # urllib3 2: at most one read from the socket
+
+        def read() -> bytes:
+            if read1 is not None:
+                return bytes(read1(_CHUNK, decode_content=False))
+            return bytes(raw.read(_CHUNK, decode_content=False))
+    else:  # a transport adapter's own file-like object
+
+        def read() -> bytes:
+            return bytes(raw.read(_CHUNK))
+
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise requests.exceptions.ReadTimeout(
+                f"the token endpoint {request.url} did not finish its answer within "
+                f"{request.timeout:g} s"
+            )
+        _limit_socket_wait(raw, left)
+        chunk = read()
+        if not chunk:
+            return b"".join(chunks), False
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+
+
+def _limit_socket_wait(raw: Any, seconds: float) -> None:
+    # Each read waits at most the time left (urllib3 sets the socket timeout once,
+    # to the read timeout). Best effort: the connection may already be gone.
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    settimeout = getattr(sock, "settimeout", None)
+    if settimeout is not None:
+        with contextlib.suppress(OSError):
+            settimeout(max(seconds, 0.001))
+
+
+def _replayable(prepared: requests.PreparedRequest) -> bool:
+    body = prepared.body
+    if body is None or isinstance(body, (bytes, str)):
+        return True
+    return hasattr(body, "seek") and isinstance(prepared._body_position, int)
+
+
+class RequestsAdapter:
+    """The requests side of one ``SemansysAuth``."""
+
+    def __init__(self, core: TokenCore, lock: FetchLock, settings: Settings) -> None:
+        self._core = core
+        self._lock = lock
+        self._settings = settings
+        self._renewer = BackgroundRenewal(core, lock, self.send)
+
+    def send(self, request: EndpointRequest) -> EndpointResponse:
+        return post(request, self._settings.requests_session)
+
+    def token(self, refused: str | None = None) -> Token:
+        """A token to send now (blocking)."""
+        return obtain_blocking(self._core, self._lock, self.send, refused, renewer=self._renewer)
+
+    def authorize(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        token = self._core.usable() or self.token()
+        self._settings.authorize(r.headers, token)
+        r.hooks["response"].append(self.handle_401)
+        return r
+
+    def handle_401(self, r: requests.Response, **kwargs: Any) -> requests.Response:
+        if r.status_code != 401:
+            return r
+        sent = r.request.headers.get("Authorization")
+        what = f"{r.request.method} {urlsplit(r.request.url or '').path}"
+        if not self._core.may_resend(401, sent, _replayable(r.request), what):
+            return r
+        # Drain and release the 401's connection first: it goes back to the pool
+        # even if the renewal below raises.
+        _ = r.content
+        r.close()
+        fresh = self.token(refused=sent)
+        prepared = r.request.copy()
+        # As requests' own HTTPDigestAuth does: keep cookies the 401 set.
+        jar = cast(Any, prepared)._cookies
+        cast(Any, extract_cookies_to_jar)(jar, r.request, r.raw)
+        prepared.prepare_cookies(jar)
+        self._settings.authorize(prepared.headers, fresh)
+        # One resend only: the copy must not come back to this hook. (copy()
+        # shares the hooks dict with the original: replace it, do not mutate it.)
+        prepared.hooks = {
+            **prepared.hooks,
+            "response": [h for h in prepared.hooks["response"] if h != self.handle_401],
+        }
+        if prepared.body is not None and not isinstance(prepared.body, (bytes, str)):
+            rewind_body(prepared)
+        retried: requests.Response = r.connection.send(prepared, **kwargs)
+        retried.history.append(r)
+        retried.request = prepared
+        return retried
