@@ -30,14 +30,12 @@ from ._token import Token
 
 logger = logging.getLogger("semansys_auth")
 
-# Bodies that aiohttp keeps in memory and can send again: bytes, str, JSON and
-# urlencoded forms are all BytesPayload (StringPayload and JsonPayload derive from it).
-_REPLAYABLE = (payload.BytesPayload,)
-
-
 def _replayable(request: ClientRequest) -> bool:
+    """aiohttp's own rule, asked after the first send: a payload that was not
+    consumed can be sent again (bytes, str, JSON, forms; files, which aiohttp
+    seeks back; multipart). An async iterable is consumed by its first send."""
     body = request.body
-    return body == b"" or isinstance(body, _REPLAYABLE)
+    return body == b"" or (isinstance(body, payload.Payload) and not body.consumed)
 
 
 class AiohttpAdapter:

@@ -10,6 +10,6 @@ from helpers import KINDS
 
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
-    """Each behaviour test runs through requests, httpx, httpx async, httpx2 and
-    httpx2 async."""
+    """Each behaviour test runs through requests, httpx, httpx async, httpx2,
+    httpx2 async and aiohttp."""
     return str(request.param)

@@ -13,13 +13,18 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import aiohttp
 import httpx
 import httpx2
 import requests
 
 TIMEOUT = 10.0
 
-KINDS = ["requests", "httpx", "httpx-async", "httpx2", "httpx2-async"]
+KINDS = ["requests", "httpx", "httpx-async", "httpx2", "httpx2-async", "aiohttp"]
+
+
+def is_async(kind: str) -> bool:
+    return kind.endswith("-async") or kind == "aiohttp"
 
 
 @dataclass
@@ -52,6 +57,8 @@ def send(kind: str, auth: Any, method: str, url: str, **kwargs: Any) -> Reply:
             len(r.history),
             {k.lower(): v for k, v in r.request.headers.items()},
         )
+    if kind == "aiohttp":
+        return asyncio.run(_send_aiohttp(auth, method, url, **kwargs))
     module: Any = httpx2 if kind.startswith("httpx2") else httpx
     if kind.endswith("-async"):
 
@@ -71,6 +78,30 @@ def send(kind: str, auth: Any, method: str, url: str, **kwargs: Any) -> Reply:
         len(r.history),
         {k.lower(): v for k, v in r.request.headers.items()},
     )
+
+
+async def _send_aiohttp(auth: Any, method: str, url: str, **kwargs: Any) -> Reply:
+    if "content" in kwargs:
+        kwargs["data"] = kwargs.pop("content")
+    if "files" in kwargs:
+        form = aiohttp.FormData()
+        for name, (filename, handle, content_type) in kwargs.pop("files").items():
+            form.add_field(name, handle, filename=filename, content_type=content_type)
+        kwargs["data"] = form
+    if not kwargs.pop("follow_redirects", True):
+        kwargs["allow_redirects"] = False
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    async with (
+        aiohttp.ClientSession(middlewares=(auth,), timeout=timeout) as session,
+        session.request(method, url, **kwargs) as response,
+    ):
+        content = await response.read()
+        return Reply(
+            response.status,
+            _json(content),
+            len(response.history),
+            {k.lower(): v for k, v in response.request_info.headers.items()},
+        )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import aiohttp
 import httpx
 import httpx2
 import pytest
@@ -132,6 +133,8 @@ def test_connection_refused_stays_the_libraries_own_error(kind: str) -> None:
     expected: type[BaseException]
     if kind == "requests":
         expected = requests.ConnectionError
+    elif kind == "aiohttp":
+        expected = aiohttp.ClientConnectorError
     elif kind.startswith("httpx2"):
         expected = httpx2.ConnectError
     else:
