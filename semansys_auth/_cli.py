@@ -26,6 +26,7 @@ import errno
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
@@ -382,7 +383,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # -- errors ---------------------------------------------------------------------------
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _fail(code: int, message: str) -> NoReturn:
+    # One line, whatever the message quotes (an argument may hold a newline).
+    message = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], message)
     print(f"{PROG}: error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -439,11 +445,19 @@ def _redacted(text: str) -> str:
     return shown(text, Redactor(secrets), 400)
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a record comes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
 def _verbose() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
     logger = logging.getLogger("semansys_auth")
-    logger.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
 
 

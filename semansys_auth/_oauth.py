@@ -229,7 +229,9 @@ _NUMBER = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?\Z")
 
 def excerpt(body: bytes, redact: Redactor, limit: int = 160) -> str:
     """A short, single-line, tag-free, redacted excerpt of a response body."""
-    text = body.decode("utf-8", "replace")
+    # Redacted before the tags go: a secret with "<x>" in it would lose that
+    # part to the tag stripper and no longer be recognised.
+    text = redact(body.decode("utf-8", "replace"))
     text = _TAGS.sub(" ", _SCRIPTS.sub(" ", text))
     return shown(text, redact, limit)
 

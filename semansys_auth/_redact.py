@@ -18,14 +18,21 @@ from urllib.parse import quote, quote_plus
 __all__ = ["Redactor", "mask_username", "shown"]
 
 MASK = "***"
+_PARTIAL = 4  # a text that starts or ends with this much of a secret has it masked
 
 
 def _variants(secret: str) -> set[str]:
     """The forms a secret takes when a server echoes it back: as is, form- or
-    URL-encoded (an echoed request body), JSON-escaped, HTML-escaped."""
-    forms = {secret, quote_plus(secret), quote(secret, safe=""), html.escape(secret)}
-    forms.add(json.dumps(secret)[1:-1])
+    URL-encoded (an echoed request body), JSON-escaped, HTML-escaped, or
+    mis-decoded."""
+    forms = {secret, html.escape(secret), json.dumps(secret)[1:-1]}
     forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+    try:
+        forms.update((quote_plus(secret), quote(secret, safe="")))
+        # Echoed in a header as UTF-8 and read back as Latin-1 (http.client, httpx).
+        forms.add(secret.encode("utf-8").decode("latin-1"))
+    except UnicodeEncodeError:  # a lone surrogate (an environment in another encoding)
+        pass
     return {form for form in forms if form}
 
 
@@ -75,12 +82,29 @@ class Redactor:
         for secret in self._ordered:
             if secret in text:
                 text = text.replace(secret, MASK)
+        text = self._cut_ends(text)
         for pattern, replacement in self._PATTERNS:
             text = pattern.sub(replacement, text)
         return text
 
+    def _cut_ends(self, text: str) -> str:
+        """Mask the part of a secret that a text starts or ends with: a body cut
+        short (by the server, or at our size bound) may end in the middle of one."""
+        for secret in self._ordered:
+            for size in range(min(len(secret), len(text)) - 1, _PARTIAL - 1, -1):
+                if text.endswith(secret[:size]):
+                    text = text[:-size] + MASK
+                    break
+            for size in range(min(len(secret), len(text)) - 1, _PARTIAL - 1, -1):
+                if text.startswith(secret[-size:]):
+                    text = MASK + text[size:]
+                    break
+        return text
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+_CONTROL = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def shown(value: object, redact: Redactor, limit: int) -> str:

@@ -52,14 +52,22 @@ def post(request: EndpointRequest, session: requests.Session | None = None) -> E
 
 
 def _post(session: requests.Session, request: EndpointRequest, deadline: float) -> EndpointResponse:
-    response = session.request(
-        request.method,
-        request.url,
-        data=request.body,
-        headers=dict(request.headers),
-        timeout=(request.timeout, request.timeout),
-        allow_redirects=False,
+    # Straight to the transport adapter, as Session.send would, minus its redirect
+    # handling: even with allow_redirects=False, Session.send reads the whole body
+    # of a 3xx answer (to find the next request), with no bound on its size.
+    prepared = session.prepare_request(
+        requests.Request(
+            request.method, request.url, data=request.body, headers=dict(request.headers)
+        )
+    )
+    settings = session.merge_environment_settings(prepared.url, {}, True, None, None)
+    response = session.get_adapter(prepared.url or request.url).send(
+        prepared,
         stream=True,
+        timeout=(request.timeout, request.timeout),
+        verify=settings["verify"],
+        cert=settings["cert"],
+        proxies=settings["proxies"],
     )
     with response:
         raw, truncated = _read(response, request, deadline)

@@ -96,7 +96,14 @@ def test_inspect_shows_claims_unverified(
     [
         ({"SEMANSYS_PASSWORD": "wrong-pass-word"}, 3, ["user credentials", "HTTP 403"]),
         ({"SEMANSYS_CLIENT_SECRET": "wrong-cli-secret"}, 3, ["client credentials", "HTTP 401"]),
-        ({"SEMANSYS_TOKEN_URL": "http://127.0.0.1:9/connect/token"}, 4, ["cannot reach"]),
+        (
+            {"SEMANSYS_TOKEN_URL": "http://127.0.0.1:9/connect/token"},
+            4,
+            [
+                "cannot reach the token endpoint http://127.0.0.1:9/connect/token "
+                "(connection refused): check SEMANSYS_TOKEN_URL"
+            ],
+        ),
         ({"SEMANSYS_TOKEN_URL": "http://example.com/token"}, 2, ["is not https"]),
     ],
 )
@@ -203,3 +210,207 @@ def test_verbose_logs_steps_without_secrets(
     token = result.stdout.strip()
     for secret in (token, "demo-client-secret", "demo-password"):
         assert secret not in result.stderr
+
+
+# -- no traceback, on any input ----------------------------------------------------------------
+
+ARGS = [
+    "token", "inspect", "--json", "-v", "--verbose", "--no-cache", "--cache", "--cache-dir",
+    "--client-id", "--username", "--token-url", "--scope", "--password-stdin", "--version",
+    "--help", "-h", "--bogus", "", " ", "x", "redis://127.0.0.1:9", "unix:///nope",
+    "ftp://x", "/dev/null", "\udcff", "http://127.0.0.1:9/t", "--port", "-1", "99999",
+]  # fmt: skip
+ENV_VALUES = [
+    "", " ", "x", "demo-client", "demo@example.com", "demo-password", "demo-client-secret",
+    "\udcff", "http://127.0.0.1:9/t", "https://", "read write", "a\tb", "'\"",
+    "redis://127.0.0.1:9/0", "x" * 5000,
+]  # fmt: skip
+VARIABLES = [
+    "SEMANSYS_CLIENT_ID", "SEMANSYS_CLIENT_SECRET", "SEMANSYS_USERNAME", "SEMANSYS_PASSWORD",
+    "SEMANSYS_TOKEN_URL", "SEMANSYS_SCOPE", "SEMANSYS_TOKEN_CACHE", "SEMANSYS_CACHE_DIR",
+    "SEMANSYS_API_VERSION",
+]  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_no_input_makes_a_traceback(tmp_path: Path) -> None:
+    """Random arguments, environments and standard input, in process: every run
+    ends with a documented exit code, and a failure is one line on stderr."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from semansys_auth._cli import main
+
+    with SemansysEmulator() as emulator:
+        good = {**emulator.env(), "SEMANSYS_TOKEN_CACHE": str(tmp_path / "cache")}
+        env_values = st.sampled_from([*ENV_VALUES, emulator.token_url, str(tmp_path)])
+
+        @settings(
+            max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "150")),
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            argv=st.lists(st.one_of(st.sampled_from(ARGS), st.text(max_size=8)), max_size=6),
+            env=st.dictionaries(st.sampled_from(VARIABLES), env_values, max_size=5),
+            start_from_good=st.booleans(),
+            stdin=st.sampled_from(["", "\n", "demo-password\n", "\udcff\n"]),
+        )
+        def one(argv: list[str], env: dict[str, str], start_from_good: bool, stdin: str) -> None:
+            environ = {k: v for k, v in os.environ.items() if not k.startswith("SEMANSYS_")}
+            environ.update({**good, **env} if start_from_good else env)
+            out, err = io.StringIO(), io.StringIO()
+            with (
+                mock.patch.dict(os.environ, environ, clear=True),
+                mock.patch("sys.stdin", io.StringIO(stdin)),
+                contextlib.redirect_stdout(out),
+                contextlib.redirect_stderr(err),
+            ):
+                try:
+                    code = main(argv)
+                except SystemExit as exit:
+                    code = exit.code if isinstance(exit.code, int) else 2
+            assert code in (0, 2, 3, 4, 5), (code, err.getvalue())
+            errors = err.getvalue()
+            assert "Traceback" not in errors
+            if code != 0:
+                last = errors.strip().splitlines()[-1] if errors.strip() else ""
+                assert last.startswith("semansys-auth: error: ") or "usage:" in out.getvalue()
+            shown_fields = {environ.get(name) for name in VARIABLES[:1] + VARIABLES[2:]}
+            secrets = {environ.get("SEMANSYS_CLIENT_SECRET"), environ.get("SEMANSYS_PASSWORD")}
+            secrets.add(stdin.strip())
+            for secret in secrets - shown_fields:
+                if secret and len(secret) >= 4 and secret.strip():
+                    assert secret not in errors and secret not in out.getvalue()
+
+        one()
+
+
+def test_options_work_before_and_after_the_command(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    env = environment(semansys_emulator, tmp_path)
+    before = run(["-v", "--no-cache", "token"], env)
+    after = run(["token", "-v", "--no-cache"], env)
+    for result in (before, after):
+        assert result.returncode == 0, result.stderr
+        assert "token request: grant_type=password" in result.stderr
+    assert len(semansys_emulator.token_requests()) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["emulator", "--port", "99999"], "port 99999 is out of range"),
+        (["emulator", "--port", "x"], "not a port number"),
+        (["emulator", "--lifetime", "-5"], "must be a positive number of seconds"),
+        (["emulator", "--lifetime", "nan"], "must be a positive number of seconds"),
+        (["token", "--client-id", "   "], "client_id is blank"),
+        (["token", "--scope", "a\\b"], "scope entries must be"),
+        (["token", "--cache", "ftp://x/y"], "must be a directory or a redis://"),
+        (["--no-cache", "demo"], "--no-cache applies to the token and inspect commands only"),
+        (["demo", "--no-cache"], "unrecognized arguments: --no-cache"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_exit_2(
+    semansys_emulator: SemansysEmulator, tmp_path: Path, args: list[str], words: str
+) -> None:
+    result = run(args, environment(semansys_emulator, tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("semansys-auth: error: ")
+    assert words in lines[0]
+
+
+def test_emulator_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run(["emulator", "--port", str(port)], environment(None, tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"semansys-auth: error: cannot listen on 127.0.0.1:{port} (Address already in use): "
+        "choose another --port"
+    )
+
+
+def test_an_api_url_given_as_token_url_is_called_a_wrong_url(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    env = environment(
+        semansys_emulator, tmp_path, SEMANSYS_TOKEN_URL=semansys_emulator.api_url + "/token"
+    )
+    result = run(["token", "--no-cache"], env)
+    assert result.returncode == 5
+    assert "answered like an API, not like a token endpoint" in result.stderr
+    assert "the URL may be wrong; check token_url" in result.stderr
+
+
+def test_closed_standard_output_is_not_a_traceback(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run(
+            [*COMMAND, "token", "--no-cache"],
+            env=environment(semansys_emulator, tmp_path),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 1
+
+
+def test_password_stdin_on_a_terminal_prompts_without_echo(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    env = environment(semansys_emulator, tmp_path)
+    del env["SEMANSYS_PASSWORD"]
+    output, code = run_on_terminal(["token", "--no-cache", "--password-stdin"], env)
+    assert code == 0, output
+    assert "Semansys password:" in output
+    assert "demo-password" not in output
+
+
+def run_on_terminal(args: list[str], env: dict[str, str]) -> tuple[str, int]:
+    """Run the command with a pty as its terminal; answer the password prompt."""
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a threaded process; the child execs at once.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid, fd = pty.fork()
+    if pid == 0:  # child: the command, with the pty as its terminal
+        os.execve(sys.executable, [*COMMAND, *args], env)
+    output = b""
+    deadline = time.monotonic() + 30
+    answered = False
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break  # the child closed the terminal
+            if not chunk:
+                break
+            output += chunk
+            if not answered and b"password:" in output.lower():
+                os.write(fd, b"demo-password\n")
+                answered = True
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert answered, output
+    return output.decode(), os.waitstatus_to_exitcode(status)

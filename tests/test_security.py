@@ -4,11 +4,14 @@ the bearer token never follows a redirect to another origin."""
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote_plus
 
 import pytest
+from servers import HostileServer, http_answer, json_answer
 
+import semansys_auth
 from helpers import RecordingServer, send
-from semansys_auth import SemansysAuth, SemansysAuthError
+from semansys_auth import BadTokenRequestError, SemansysAuth, SemansysAuthError
 from semansys_auth._oauth import TokenEndpoint
 from semansys_auth.testing import SemansysEmulator
 
@@ -149,3 +152,45 @@ def test_same_origin_redirect_keeps_the_token(
     options = {} if kind == "requests" else {"follow_redirects": True}
     reply = send(kind, auth, "GET", url, **options)
     assert reply.status == 200 and reply.body["path"] == "/api/landed"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_credentials_never_follow_a_redirect_of_the_token_request(kind: str, status: int) -> None:
+    """Even through a client that follows redirects, the form (password, client
+    secret) goes to token_url only: a 307/308 target never receives it."""
+    with RecordingServer(status=200) as target:
+        answer = http_answer(status, [("Location", target.url + "/connect/token")])
+        with HostileServer(token_answer=answer) as token_endpoint:
+            auth = SemansysAuth(
+                client_id="c",
+                client_secret=CLIENT_SECRET,
+                username="u@example.com",
+                password=PASSWORD,
+                token_url=token_endpoint.token_url,
+                max_retries=0,
+            )
+            options = {} if kind == "requests" else {"follow_redirects": True}
+            with pytest.raises(BadTokenRequestError, match="redirect"):
+                send(kind, auth, "GET", token_endpoint.api_url, **options)
+            assert len(token_endpoint.token_requests()) == 1
+        for seen in target.seen:
+            everything = seen.body.decode("latin-1") + repr(seen.headers)
+            for secret in (
+                CLIENT_SECRET,
+                PASSWORD,
+                quote_plus(CLIENT_SECRET),
+                quote_plus(PASSWORD),
+            ):
+                assert secret not in everything
+            assert seen.body == b""
+
+
+def test_token_requests_identify_the_library(kind: str) -> None:
+    with HostileServer(token_answer=json_answer(200, {"access_token": "t", "expires_in": 60})) as s:
+        auth = SemansysAuth(
+            client_id="c", client_secret="s", username="u@x", password="p", token_url=s.token_url
+        )
+        assert send(kind, auth, "GET", s.api_url).status == 200
+        (request,) = s.token_requests()
+        assert request.headers["user-agent"] == f"semansys-auth/{semansys_auth.__version__}"
+        assert request.headers["accept-encoding"] == "identity"

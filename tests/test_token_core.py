@@ -51,9 +51,7 @@ def make_core(clock: Clock, **options: Any) -> TokenCore:
         "credentials_cooldown": 60.0,
     }
     policy.update({k: options.pop(k) for k in list(options) if k in policy})
-    return TokenCore(
-        endpoint, Policy(**policy), clock=clock, jitter=lambda: 1.0, **options
-    )
+    return TokenCore(endpoint, Policy(**policy), clock=clock, jitter=lambda: 1.0, **options)
 
 
 def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> EndpointResponse:
@@ -61,7 +59,9 @@ def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> End
     return EndpointResponse(status, headers or {"Content-Type": "application/json"}, raw)
 
 
-def ok(access: str = "at-1", expires_in: Any = 3600, refresh: str | None = "rt-1") -> EndpointResponse:
+def ok(
+    access: str = "at-1", expires_in: Any = 3600, refresh: str | None = "rt-1"
+) -> EndpointResponse:
     body: dict[str, Any] = {"access_token": access, "token_type": "bearer"}
     if expires_in is not None:
         body["expires_in"] = expires_in
@@ -70,7 +70,9 @@ def ok(access: str = "at-1", expires_in: Any = 3600, refresh: str | None = "rt-1
     return answer(200, body)
 
 
-def run(flow: Generator[Any, Any, Token], answers: list[EndpointResponse]) -> tuple[Token, list[Any]]:
+def run(
+    flow: Generator[Any, Any, Token], answers: list[EndpointResponse]
+) -> tuple[Token, list[Any]]:
     """Drive the core: feed ``answers`` to its token requests, run its calls,
     record what it yielded."""
     yielded: list[Any] = []
