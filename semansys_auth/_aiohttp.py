@@ -30,6 +30,7 @@ from ._token import Token
 
 logger = logging.getLogger("semansys_auth")
 
+
 def _replayable(request: ClientRequest) -> bool:
     """aiohttp's own rule, asked after the first send: a payload that was not
     consumed can be sent again (bytes, str, JSON, forms; files, which aiohttp

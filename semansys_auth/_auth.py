@@ -2,20 +2,19 @@
 
 It checks its options (``_config``), owns the core and the lock, and hands each
 HTTP library to its adapter: requests (``_requests``), httpx and httpx2
-(``_httpx``), aiohttp (``_aiohttp``). The requests and aiohttp adapters, and
-their libraries, are imported on first use.
+(``_httpx``, whose ``HttpxAuth`` base makes the object an ``httpx.Auth``),
+aiohttp (``_aiohttp``). The requests and aiohttp adapters, and their libraries,
+are imported on first use.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
-import httpx
-
 from ._config import PRE_PRODUCTION_TOKEN_URL, build, env_options
-from ._httpx import HttpxAdapter
+from ._httpx import HttpxAdapter, HttpxAuth
 from ._token import TokenInfo
 
 if TYPE_CHECKING:
@@ -28,22 +27,10 @@ if TYPE_CHECKING:
     from ._cache import TokenCache
     from ._requests import RequestsAdapter
 
-    class _Httpx2Auth:
-        """httpx2.Auth, when installed (see below)."""
-
-else:
-    try:  # httpx2 (the maintained successor of httpx) is optional: semansys-auth[httpx2]
-        from httpx2 import Auth as _Httpx2Auth
-    except ImportError:  # pragma: no cover - exercised when httpx2 is absent
-
-        class _Httpx2Auth:
-            pass
-
-
 __all__ = ["PRE_PRODUCTION_TOKEN_URL", "SemansysAuth"]
 
 
-class SemansysAuth(httpx.Auth, _Httpx2Auth):
+class SemansysAuth(HttpxAuth):
     """OAuth 2.0 password-grant auth for the Semansys API, for requests, httpx,
     httpx2 and aiohttp, sync and async.
 
@@ -99,9 +86,6 @@ class SemansysAuth(httpx.Auth, _Httpx2Auth):
         ValueError: an option has a wrong value; the message names it and
             says what is expected. Nothing touches the network or the disk.
     """
-
-    requires_request_body = False
-    requires_response_body = False
 
     def __init__(
         self,
@@ -258,11 +242,3 @@ class SemansysAuth(httpx.Auth, _Httpx2Auth):
 
                 self._aiohttp = AiohttpAdapter(self._core, self._lock, self._settings)
             return self._aiohttp
-
-    # -- httpx and httpx2 ---------------------------------------------------------------
-
-    def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        return self._httpx.sync_flow(request)
-
-    def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
-        return self._httpx.async_flow(request)

@@ -86,8 +86,8 @@ Flow = Generator[Instruction, Any, Token]
 class Need(enum.Enum):
     """What a caller without a fresh token must do (see :meth:`TokenCore.need`)."""
 
-    NOTHING = "send the held token"
-    RENEWAL = "send the held token; one caller may renew it meanwhile"
+    NOTHING = "send the current token"
+    RENEWAL = "send the current token; one caller may renew it meanwhile"
     TOKEN = "wait for a token"
 
 
@@ -108,8 +108,9 @@ class Policy:
         return timeout * (self.max_retries + 1) * 2 + waits
 
 
-class _Held(NamedTuple):
-    """The token in use with its schedule: one attribute, replaced at once."""
+class _Schedule(NamedTuple):
+    """The token in use and when to renew it: one attribute, replaced at once,
+    so that the lock-free hot path never sees half an update."""
 
     token: Token
     renew_at: float
@@ -136,7 +137,7 @@ class TokenCore:
         self.on_token = on_token
         self.clock = clock
         self._jitter = jitter
-        self._held: _Held | None = None
+        self._current: _Schedule | None = None
         self._refresh_token: str | None = None
         self._refused_at = -math.inf  # obtained_at of the newest token the API refused
         self._rejected: SemansysAuthError | None = None
@@ -154,9 +155,9 @@ class TokenCore:
 
     def usable(self) -> Token | None:
         """The held token if it can be sent now with no renewal due (the hot path)."""
-        held = self._held
-        if held is not None and self.clock() < held.renew_at:
-            return held.token
+        current = self._current
+        if current is not None and self.clock() < current.renew_at:
+            return current.token
         return None
 
     def need(self, refused: str | None = None) -> tuple[Need, Token | None]:
@@ -170,13 +171,13 @@ class TokenCore:
           caller is renewing, this one may run ``renew(required=False)``;
         * ``TOKEN``: no token may be sent; wait for the lock and run ``renew()``.
         """
-        held = self._held
+        current = self._current
         now = self.clock()
-        if held is None or now >= held.valid_until or held.token.authorization == refused:
+        if current is None or now >= current.valid_until or current.token.authorization == refused:
             return Need.TOKEN, None
-        if now < held.renew_at or now < self._renew_again_at or now < self._rejected_until:
-            return Need.NOTHING, held.token
-        return Need.RENEWAL, held.token
+        if now < current.renew_at or now < self._renew_again_at or now < self._rejected_until:
+            return Need.NOTHING, current.token
+        return Need.RENEWAL, current.token
 
     # -- renewal, run by one caller at a time (the adapter holds the lock) ---------
 
@@ -189,24 +190,24 @@ class TokenCore:
         of 401s). Then the cache (another process may have renewed), then the
         token endpoint.
 
-        With ``required=False`` (an early renewal while the held token is still
+        With ``required=False`` (an early renewal while the current token is still
         valid) the request is tried once, and a failure is logged as a warning,
-        tried again later with backoff, and the held token is returned; the
+        tried again later with backoff, and the current token is returned; the
         error is raised only when no valid token is left.
         """
         now = self.clock()
-        held = self._held
-        usable: _Held | None = None
-        if held is not None:
-            if held.token.authorization == refused:
+        current = self._current
+        usable: _Schedule | None = None
+        if current is not None:
+            if current.token.authorization == refused:
                 logger.debug("the API answered 401 to the current token: discarding it")
-                self._held = None
-                self._refused_at = max(self._refused_at, held.token.obtained_at)
-            elif now < held.renew_at:
-                return held.token  # renewed by the caller this one waited for
-            elif now < held.valid_until:
-                usable = held
-                logger.debug("token %s: renewing it early", _expires_in(held.token, now))
+                self._current = None
+                self._refused_at = max(self._refused_at, current.token.obtained_at)
+            elif now < current.renew_at:
+                return current.token  # renewed by the caller this one waited for
+            elif now < current.valid_until:
+                usable = current
+                logger.debug("token %s: renewing it early", _expires_in(current.token, now))
         if usable is None:
             required = True
         token = yield from self._from_cache(now)
@@ -304,7 +305,7 @@ class TokenCore:
         base = min(self.policy.max_backoff, self.policy.backoff * (2.0**attempt))
         return base / 2 + self._jitter() * base / 2
 
-    def _early_renewal_failed(self, exc: Exception, usable: _Held) -> None:
+    def _early_renewal_failed(self, exc: Exception, usable: _Schedule) -> None:
         self._renewal_failures += 1
         delay = min(RENEWAL_BACKOFF_MAX, 2.0 ** (self._renewal_failures - 1))
         self._renew_again_at = self.clock() + delay
@@ -346,7 +347,7 @@ class TokenCore:
     def _adopt(self, token: Token, *, from_cache: bool) -> None:
         renew_at, valid_until = self._schedule(token)
         self.endpoint.redact.add(token.access_token, token.refresh_token)
-        self._held = _Held(token, renew_at, valid_until, from_cache)
+        self._current = _Schedule(token, renew_at, valid_until, from_cache)
         self._issued.append(token.authorization)
         self._refresh_token = token.refresh_token
         self._rejected = None
@@ -432,9 +433,9 @@ class TokenCore:
         if not isinstance(cached, Token):
             self.cache_failed("load", TypeError(f"it returned a {type(cached).__name__}"))
             return None
-        held = self._held
+        current = self._current
         if cached.obtained_at <= self._refused_at or (
-            held is not None and cached.obtained_at <= held.token.obtained_at
+            current is not None and cached.obtained_at <= current.token.obtained_at
         ):
             return None  # no newer than what we hold, or than what the API refused
         renew_at, _ = self._schedule(cached)
@@ -467,8 +468,8 @@ class TokenCore:
     # -- introspection -----------------------------------------------------------------
 
     def info(self) -> TokenInfo | None:
-        held = self._held
-        return None if held is None else held.token.info(from_cache=held.from_cache)
+        current = self._current
+        return None if current is None else current.token.info(from_cache=current.from_cache)
 
     def describe(self) -> str:
         endpoint = self.endpoint

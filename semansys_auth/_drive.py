@@ -4,7 +4,7 @@ await their I/O (aiohttp). The httpx adapter *yields* its token requests to the
 client, so it has its own two loops, built from the same :class:`Steps`.
 
 Every adapter follows the same three-way rule from :meth:`TokenCore.need`:
-send the held token; send it and let one caller renew early; or wait for the
+send the current token; send it and let one caller renew early; or wait for the
 lock and renew.
 """
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import Any
 
-from ._core import Call, Flow, Instruction, Need, Sleep, TokenCore
+from ._core import Call, Flow, Need, Sleep, TokenCore
 from ._locks import FetchLock
 from ._oauth import EndpointRequest, EndpointResponse
 from ._token import Token
@@ -28,13 +28,14 @@ SendAsync = Callable[[EndpointRequest], Awaitable[EndpointResponse]]
 
 
 class Steps:
-    """Iterates over a core flow's instructions; the adapter answers each with
-    :meth:`reply` (a result) or :meth:`fail` (an exception thrown into the core).
-    The flow's return value ends up in :attr:`value`."""
+    """Iterates over what a generator yields; the adapter answers each item with
+    :meth:`reply` (a result sent back) or :meth:`fail` (an exception thrown in,
+    for the core to judge). The generator's return value ends up in
+    :attr:`value`."""
 
     __slots__ = ("_error", "_flow", "_result", "value")
 
-    def __init__(self, flow: Flow) -> None:
+    def __init__(self, flow: Generator[Any, Any, Token]) -> None:
         self._flow = flow
         self._result: Any = None
         self._error: Exception | None = None
@@ -43,7 +44,7 @@ class Steps:
     def __iter__(self) -> Steps:
         return self
 
-    def __next__(self) -> Instruction:
+    def __next__(self) -> Any:
         result, error = self._result, self._error
         self._result = self._error = None
         try:
@@ -60,19 +61,23 @@ class Steps:
     def fail(self, error: Exception) -> None:
         self._error = error
 
+    def close(self) -> None:
+        self._flow.close()
+
     def token(self) -> Token:
         assert self.value is not None, "the flow ended without a token"
         return self.value
 
 
-def run_blocking(flow: Flow, send: Send) -> Token:
-    """Carry out a flow in this thread."""
+def carry_out(flow: Flow) -> Generator[EndpointRequest, EndpointResponse, Token]:
+    """Carry out a flow's sleeps and blocking calls in this thread; yield its
+    token requests, for the adapter to send (a failure is thrown back in)."""
     steps = Steps(flow)
     try:
         for step in steps:
             try:
                 if isinstance(step, EndpointRequest):
-                    steps.reply(send(step))
+                    steps.reply((yield step))
                 elif isinstance(step, Sleep):
                     time.sleep(step.seconds)
                 else:
@@ -81,6 +86,20 @@ def run_blocking(flow: Flow, send: Send) -> Token:
                 steps.fail(exc)
     finally:
         flow.close()
+    return steps.token()
+
+
+def run_blocking(flow: Flow, send: Send) -> Token:
+    """Carry out a flow in this thread, sending its token requests with ``send``."""
+    steps = Steps(carry_out(flow))
+    try:
+        for request in steps:
+            try:
+                steps.reply(send(request))
+            except Exception as exc:
+                steps.fail(exc)
+    finally:
+        steps.close()
     return steps.token()
 
 
@@ -95,11 +114,11 @@ def obtain_blocking(
     """A token to send now, for a blocking caller. An early renewal runs in the
     background when a ``renewer`` is given, else in this caller if no other
     caller is already at it."""
-    need, held = core.need(refused)
+    need, current = core.need(refused)
     if need is Need.TOKEN:
         with lock.hold(wait=True):
             return run_blocking(core.renew(refused), send)
-    assert held is not None
+    assert current is not None
     if need is Need.RENEWAL:
         if renewer is not None:
             renewer.start()
@@ -107,7 +126,7 @@ def obtain_blocking(
             with lock.hold(wait=False) as got:
                 if got:
                     return run_blocking(core.renew(refused, required=False), send)
-    return held
+    return current
 
 
 class BackgroundRenewal:
@@ -145,8 +164,46 @@ class BackgroundRenewal:
             thread.join(timeout)
 
 
-async def run_async(flow: Flow, send: SendAsync) -> Token:
-    """Carry out a flow on an event loop; blocking calls go to a worker thread."""
+class AsyncSteps:
+    """:class:`Steps` for an async generator that yields token requests."""
+
+    __slots__ = ("_error", "_flow", "_result", "value")
+
+    def __init__(self, flow: AsyncGenerator[EndpointRequest, EndpointResponse]) -> None:
+        self._flow = flow
+        self._result: Any = None
+        self._error: Exception | None = None
+        self.value: Token | None = None
+
+    def __aiter__(self) -> AsyncSteps:
+        return self
+
+    async def __anext__(self) -> EndpointRequest:
+        result, error = self._result, self._error
+        self._result = self._error = None
+        step = await (self._flow.athrow(error) if error is not None else self._flow.asend(result))
+        if isinstance(step, Token):  # the last item: the flow's result
+            self.value = step
+            raise StopAsyncIteration
+        return step
+
+    def reply(self, result: Any) -> None:
+        self._result = result
+
+    def fail(self, error: Exception) -> None:
+        self._error = error
+
+    async def aclose(self) -> None:
+        await self._flow.aclose()
+
+    def token(self) -> Token:
+        assert self.value is not None, "the flow ended without a token"
+        return self.value
+
+
+async def carry_out_async(flow: Flow) -> AsyncGenerator[Any, EndpointResponse]:
+    """:func:`carry_out` on an event loop: sleeps with anyio, blocking calls
+    in a worker thread. Async generators return nothing: the token comes last."""
     import anyio
     import anyio.to_thread
 
@@ -155,7 +212,7 @@ async def run_async(flow: Flow, send: SendAsync) -> Token:
         for step in steps:
             try:
                 if isinstance(step, EndpointRequest):
-                    steps.reply(await send(step))
+                    steps.reply((yield step))
                 elif isinstance(step, Sleep):
                     await anyio.sleep(step.seconds)
                 else:
@@ -164,25 +221,39 @@ async def run_async(flow: Flow, send: SendAsync) -> Token:
                 steps.fail(exc)
     finally:
         flow.close()
-    return steps.token()
+    yield steps.token()
 
 
 def _run_call(call: Call) -> Any:
     return call.run()
 
 
+async def run_async(flow: Flow, send: SendAsync) -> Token:
+    """Carry out a flow on an event loop, sending its token requests with ``send``."""
+    steps = AsyncSteps(carry_out_async(flow))
+    try:
+        async for request in steps:
+            try:
+                steps.reply(await send(request))
+            except Exception as exc:
+                steps.fail(exc)
+    finally:
+        await steps.aclose()
+    return steps.token()
+
+
 async def obtain_async(
     core: TokenCore, lock: FetchLock, send: SendAsync, refused: str | None = None
 ) -> Token:
     """A token to send now, for an async caller: the task that finds the lock
-    free renews; while the held token is valid, the others do not wait."""
-    need, held = core.need(refused)
+    free renews; while the current token is valid, the others do not wait."""
+    need, current = core.need(refused)
     if need is Need.NOTHING:
-        assert held is not None
-        return held
+        assert current is not None
+        return current
     required = need is Need.TOKEN
     async with lock.hold_async(wait=required) as got:
         if got:
             return await run_async(core.renew(refused, required=required), send)
-    assert held is not None
-    return held
+    assert current is not None
+    return current

@@ -27,15 +27,31 @@ import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from ._config import Settings
-from ._core import Flow, Need, Sleep, TokenCore
-from ._drive import Steps, _run_call
+from ._core import Flow, Need, TokenCore
+from ._drive import AsyncSteps, Steps, carry_out, carry_out_async
 from ._errors import BadTokenRequestError
 from ._locks import FetchLock
 from ._oauth import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
 from ._token import Token
+
+if TYPE_CHECKING:
+
+    class _Httpx2Auth:
+        """httpx2.Auth, when installed (see below)."""
+
+else:
+    try:  # httpx2 (the maintained successor of httpx) is optional: semansys-auth[httpx2]
+        from httpx2 import Auth as _Httpx2Auth
+    except ImportError:  # pragma: no cover - exercised when httpx2 is absent
+
+        class _Httpx2Auth:
+            pass
+
 
 # httpx keeps a bytes, JSON or form body in a ByteStream (re-iterable) and a
 # multipart body in a MultipartStream (it seeks file parts back to 0 itself).
@@ -216,10 +232,6 @@ async def read_async(
     return _answer(sent, response, b"".join(chunks), truncated, step)
 
 
-def _what(request: Any) -> str:
-    return f"{request.method} {request.url.path}"  # no query, no userinfo: either may hold secrets
-
-
 class HttpxAdapter:
     """The httpx and httpx2 side of one ``SemansysAuth``."""
 
@@ -228,61 +240,64 @@ class HttpxAdapter:
         self._lock = lock
         self._settings = settings
 
+    def _refused(
+        self, request: Any, response: Any, rewind: Callable[[], None] | None
+    ) -> str | None:
+        """The ``Authorization`` value the API refused, if the answer calls for a
+        renewal and one resend (the core decides); else None."""
+        sent = response.request.headers.get("Authorization")
+        what = f"{request.method} {request.url.path}"  # no query, no userinfo: secrets
+        if self._core.may_resend(response.status_code, sent, rewind is not None, what):
+            return str(sent)
+        return None
+
     # -- sync --------------------------------------------------------------------------
 
     def sync_flow(self, request: Any) -> Generator[Any, Any, None]:
-        core = self._core
-        token = core.usable()
+        token = self._core.usable()
         if token is None:
             token = yield from self._sync_token(request, None)
         rewind = rewinder(request)
         self._settings.authorize(request.headers, token)
         response = yield request
-        sent = response.request.headers.get("Authorization")
-        if not core.may_resend(response.status_code, sent, rewind is not None, _what(request)):
+        refused = self._refused(request, response, rewind)
+        if refused is None or rewind is None:
             return
-        assert rewind is not None
-        token = yield from self._sync_token(request, sent)
+        token = yield from self._sync_token(request, refused)
         rewind()
         self._settings.authorize(request.headers, token)
         yield request
 
     def _sync_token(self, template: Any, refused: str | None) -> Generator[Any, Any, Token]:
-        need, held = self._core.need(refused)
+        need, current = self._core.need(refused)
         required = need is Need.TOKEN
         if need is not Need.NOTHING:
             with self._lock.hold(wait=required) as got:
                 if got:
                     flow = self._core.renew(refused, required=required)
                     return (yield from self._sync_run(flow, template))
-        assert held is not None
-        return held
+        assert current is not None
+        return current
 
     def _sync_run(self, flow: Flow, template: Any) -> Generator[Any, Any, Token]:
-        steps = Steps(flow)
+        steps = Steps(carry_out(flow))
         try:
             for step in steps:
                 try:
-                    if isinstance(step, EndpointRequest):
-                        deadline = time.monotonic() + step.timeout
-                        sent = token_request(template, step)
-                        response = yield sent
-                        steps.reply(read_sync(sent, response, step, deadline))
-                    elif isinstance(step, Sleep):
-                        time.sleep(step.seconds)
-                    else:
-                        steps.reply(step.run())
+                    deadline = time.monotonic() + step.timeout
+                    sent = token_request(template, step)
+                    response = yield sent
+                    steps.reply(read_sync(sent, response, step, deadline))
                 except Exception as exc:
                     steps.fail(exc)
         finally:
-            flow.close()
+            steps.close()
         return steps.token()
 
     # -- async -------------------------------------------------------------------------
 
     async def async_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
-        core = self._core
-        token = core.usable()
+        token = self._core.usable()
         if token is None:
             async with aclosing(self._async_token(request, None)) as steps:
                 async for step in steps:
@@ -294,11 +309,10 @@ class HttpxAdapter:
         rewind = rewinder(request)
         self._settings.authorize(request.headers, token)
         response = yield request
-        sent = response.request.headers.get("Authorization")
-        if not core.may_resend(response.status_code, sent, rewind is not None, _what(request)):
+        refused = self._refused(request, response, rewind)
+        if refused is None or rewind is None:
             return
-        assert rewind is not None
-        async with aclosing(self._async_token(request, sent)) as steps:
+        async with aclosing(self._async_token(request, refused)) as steps:
             async for step in steps:
                 if isinstance(step, _Exchange):
                     step.response = yield step.request
@@ -314,7 +328,7 @@ class HttpxAdapter:
         as an :class:`_Exchange` (the flow sends it and fills in the response),
         and last the token. Iterate it under ``aclosing``: the locks it holds
         are released when it closes."""
-        need, held = self._core.need(refused)
+        need, current = self._core.need(refused)
         required = need is Need.TOKEN
         if need is not Need.NOTHING:
             async with self._lock.hold_async(wait=required) as got:
@@ -324,33 +338,23 @@ class HttpxAdapter:
                         async for step in steps:
                             yield step
                     return
-        assert held is not None
-        yield held
+        assert current is not None
+        yield current
 
     async def _async_run(self, flow: Flow, template: Any) -> AsyncGenerator[Any, None]:
-        import anyio
-        import anyio.to_thread
-
-        steps = Steps(flow)
+        steps = AsyncSteps(carry_out_async(flow))
         try:
-            for step in steps:
+            async for step in steps:
                 try:
-                    if isinstance(step, EndpointRequest):
-                        deadline = time.monotonic() + step.timeout
-                        exchange = _Exchange(token_request(template, step))
-                        yield exchange
-                        answer = await read_async(
-                            exchange.request, exchange.response, step, deadline
-                        )
-                        steps.reply(answer)
-                    elif isinstance(step, Sleep):
-                        await anyio.sleep(step.seconds)
-                    else:
-                        steps.reply(await anyio.to_thread.run_sync(_run_call, step))
+                    deadline = time.monotonic() + step.timeout
+                    exchange = _Exchange(token_request(template, step))
+                    yield exchange
+                    answer = await read_async(exchange.request, exchange.response, step, deadline)
+                    steps.reply(answer)
                 except Exception as exc:
                     steps.fail(exc)
         finally:
-            flow.close()
+            await steps.aclose()
         yield steps.token()
 
 
@@ -362,3 +366,18 @@ class _Exchange:
     def __init__(self, request: Any) -> None:
         self.request = request
         self.response: Any = None
+
+
+class HttpxAuth(httpx.Auth, _Httpx2Auth):
+    """What makes the auth object an ``httpx.Auth`` (and an ``httpx2.Auth``):
+    the two flows, handed to its :class:`HttpxAdapter`."""
+
+    requires_request_body = False
+    requires_response_body = False
+    _httpx: HttpxAdapter
+
+    def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
+        return self._httpx.sync_flow(request)
+
+    def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
+        return self._httpx.async_flow(request)

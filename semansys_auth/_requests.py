@@ -20,7 +20,6 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import requests
-import urllib3.response
 from requests.cookies import extract_cookies_to_jar
 from requests.utils import rewind_body
 
@@ -32,7 +31,6 @@ from ._oauth import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_
 from ._token import Token
 
 _CHUNK = 64 * 1024
-_URLLIB3_RESPONSE = getattr(urllib3.response, "BaseHTTPResponse", urllib3.response.HTTPResponse)
 
 
 def post(request: EndpointRequest, session: requests.Session | None = None) -> EndpointResponse:
@@ -65,7 +63,7 @@ def _post(session: requests.Session, request: EndpointRequest, deadline: float) 
         prepared,
         stream=True,
         timeout=(request.timeout, request.timeout),
-        verify=settings["verify"],
+        verify=True if settings["verify"] is None else settings["verify"],
         cert=settings["cert"],
         proxies=settings["proxies"],
     )
@@ -79,7 +77,7 @@ def _read(
     response: requests.Response, request: EndpointRequest, deadline: float
 ) -> tuple[bytes, bool]:
     raw = response.raw
-    if isinstance(raw, _URLLIB3_RESPONSE):
+    if type(raw).__module__.partition(".")[0] == "urllib3":  # requests' own transport
         read1 = getattr(raw, "read1", None)  # urllib3 2: at most one read from the socket
 
         def read() -> bytes:

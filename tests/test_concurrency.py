@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx
 import httpx2
@@ -291,3 +293,168 @@ def test_blocking_call_inside_the_fetching_loop_fails_fast_instead_of_deadlockin
 
     assert asyncio.run(asyncio.wait_for(main(), 60)) == 200
     assert len(semansys_emulator.token_requests()) == 1
+
+
+# -- aiohttp ---------------------------------------------------------------------------------
+
+
+def aiohttp_session(auth: Any, **options: Any) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        middlewares=(auth,), timeout=aiohttp.ClientTimeout(total=30), **options
+    )
+
+
+def test_200_aiohttp_tasks_make_one_token_request_without_blocking_the_loop(
+    semansys_emulator: SemansysEmulator,
+) -> None:
+    """As for httpx: the answer is released by a coroutine on the same loop."""
+    auth = semansys_emulator.auth(max_retries=0)
+    semansys_emulator.pause_token_responses()
+
+    async def release_when_asked() -> None:
+        while semansys_emulator.pending_token_requests == 0:
+            await asyncio.sleep(0.005)
+        semansys_emulator.resume_token_responses()
+
+    async def main() -> list[int]:
+        connector = aiohttp.TCPConnector(limit=50)
+        async with aiohttp_session(auth, connector=connector) as session:
+            releaser = asyncio.create_task(release_when_asked())
+
+            async def one(i: int) -> int:
+                async with session.get(f"{semansys_emulator.api_url}/t{i}") as response:
+                    return response.status
+
+            statuses = await asyncio.gather(*(one(i) for i in range(200)))
+            await releaser
+            return list(statuses)
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == [200] * 200
+    assert len(semansys_emulator.token_requests()) == 1
+
+
+def test_401_stampede_aiohttp_tasks_one_refresh(semansys_emulator: SemansysEmulator) -> None:
+    auth = semansys_emulator.auth()
+
+    async def main() -> list[int]:
+        async with aiohttp_session(auth) as session:
+            async with session.get(semansys_emulator.api_url + "/warm") as response:
+                assert response.status == 200
+            semansys_emulator.expire_access_tokens()
+            semansys_emulator.token_delay = 0.3
+
+            async def one(i: int) -> int:
+                async with session.put(f"{semansys_emulator.api_url}/s{i}", data=b"p") as r:
+                    return r.status
+
+            return list(await asyncio.gather(*(one(i) for i in range(32))))
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == [200] * 32
+    assert [r.grant_type for r in semansys_emulator.token_requests()] == [
+        "password",
+        "refresh_token",
+    ]
+    statuses = [r.status for r in semansys_emulator.requests if r.kind == "api"]
+    assert statuses.count(401) >= 2, "the stampede must actually have happened"
+
+
+def test_cancelled_aiohttp_fetcher_does_not_strand_the_others(
+    semansys_emulator: SemansysEmulator,
+) -> None:
+    auth = semansys_emulator.auth()
+    semansys_emulator.pause_token_responses()
+
+    async def get(session: aiohttp.ClientSession, path: str) -> int:
+        async with session.get(semansys_emulator.api_url + path) as response:
+            return response.status
+
+    async def main() -> list[int]:
+        async with aiohttp_session(auth) as session:
+            fetcher = asyncio.create_task(get(session, "/first"))
+            while semansys_emulator.pending_token_requests == 0:
+                await asyncio.sleep(0.005)
+            waiters = [asyncio.create_task(get(session, f"/w{i}")) for i in range(10)]
+            await asyncio.sleep(0.05)
+            fetcher.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await fetcher
+            while semansys_emulator.pending_token_requests < 2:
+                await asyncio.sleep(0.005)
+            semansys_emulator.resume_token_responses()
+            return list(await asyncio.gather(*waiters))
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == [200] * 10
+
+
+# -- blocking calls of async clients run in worker threads -----------------------------------
+
+
+class SlowCache:
+    """300 ms per call, recording on which thread and when each call ran."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, float, float]] = []
+        self.tokens: dict[str, Any] = {}
+
+    def _slow(self, what: str) -> None:
+        started = time.monotonic()
+        time.sleep(0.3)
+        self.calls.append((what, threading.get_ident(), started, time.monotonic()))
+
+    def load(self, key: str) -> Any:
+        self._slow("load")
+        return self.tokens.get(key)
+
+    def save(self, key: str, token: Any) -> None:
+        self._slow("save")
+        self.tokens[key] = token
+
+
+ASYNC_KINDS = pytest.mark.parametrize("kind", ["httpx-async", "httpx2-async", "aiohttp"])
+
+
+@ASYNC_KINDS
+def test_cache_calls_and_the_callback_never_run_on_the_event_loop(
+    semansys_emulator: SemansysEmulator, kind: str
+) -> None:
+    cache = SlowCache()
+    callbacks: list[int] = []
+
+    def on_token(info: Any) -> None:
+        time.sleep(0.3)
+        callbacks.append(threading.get_ident())
+
+    auth = semansys_emulator.auth(token_cache=cache, on_token=on_token)
+    ticks: list[float] = []
+
+    async def main() -> int:
+        loop_thread = threading.get_ident()
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.create_task(ticker())
+        try:
+            status = await async_get(kind, auth, semansys_emulator.api_url + "/a")
+        finally:
+            ticking.cancel()
+        assert [what for what, *_ in cache.calls] == ["load", "save"]
+        assert all(thread != loop_thread for _, thread, _, _ in cache.calls)
+        assert callbacks and callbacks[0] != loop_thread
+        return status
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == 200
+    # The loop kept ticking while each 300 ms call ran.
+    for _, _, started, ended in cache.calls:
+        assert any(started < tick < ended for tick in ticks)
+
+
+async def async_get(kind: str, auth: Any, url: str) -> int:
+    if kind == "aiohttp":
+        async with aiohttp_session(auth) as session, session.get(url) as response:
+            return response.status
+    module: Any = httpx2 if kind.startswith("httpx2") else httpx
+    async with module.AsyncClient(auth=auth, timeout=30) as client:
+        return int((await client.get(url)).status_code)

@@ -168,11 +168,15 @@ def test_redirected_token_endpoint_is_reported_not_followed(
     with pytest.raises(BadTokenRequestError, match="redirected to") as caught:
         send(kind, auth, "GET", semansys_emulator.api_url + "/a", **options)
     assert semansys_emulator.token_url in str(caught.value)
-    assert semansys_emulator.token_requests() == [] or kind != "requests"
+    # No client reached the token endpoint with the form: requests and aiohttp do
+    # not follow token redirects, and httpx turns the 302 into a body-less GET.
+    assert semansys_emulator.token_requests() == []
+    gets = [r for r in semansys_emulator.requests if r.path == "/connect/token"]
+    assert gets == [], "the emulator records no GET of the token endpoint as a token request"
 
 
 def test_token_request_timeouts_stay_the_libraries_own(semansys_emulator: SemansysEmulator) -> None:
-    """httpx token requests inherit the client's timeout (a request built without
+    """A client's shorter timeout applies to token requests too (a request built without
     one would wait forever); requests users set ``timeout``."""
     import asyncio
 
@@ -193,3 +197,20 @@ def test_token_request_timeouts_stay_the_libraries_own(semansys_emulator: Semans
 
         with pytest.raises(module.ReadTimeout):
             asyncio.run(go())
+
+
+def test_the_timeout_option_bounds_token_requests_in_every_client(
+    semansys_emulator: SemansysEmulator, kind: str
+) -> None:
+    """``timeout`` bounds each token request whatever the client's own (longer)
+    timeout; the error stays the library's own timeout."""
+    import asyncio
+
+    semansys_emulator.token_delay = 3
+    auth = semansys_emulator.auth(timeout=0.3, max_retries=0)
+    expected: tuple[type[BaseException], ...] = {
+        "requests": (requests.Timeout,),
+        "aiohttp": (asyncio.TimeoutError, aiohttp.ServerTimeoutError),
+    }.get(kind, (httpx2.TimeoutException if kind.startswith("httpx2") else httpx.TimeoutException,))
+    with pytest.raises(expected):
+        send(kind, auth, "GET", semansys_emulator.api_url + "/a")

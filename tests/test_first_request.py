@@ -16,11 +16,31 @@ def test_construction_makes_no_request(semansys_emulator: SemansysEmulator) -> N
     assert auth.token_info is None
 
 
-def test_default_token_url_is_pre_production() -> None:
-    auth = SemansysAuth(client_id="c", client_secret="s", username="u@x", password="p")
-    assert (
-        auth.token_url == PRE_PRODUCTION_TOKEN_URL == "https://oidc-pre.semansys.com/connect/token"
+def test_without_token_url_the_pre_production_endpoint_is_asked() -> None:
+    """Through a requests session whose transport records the URL instead of
+    going out: no real host is contacted."""
+    import requests
+    from requests.adapters import BaseAdapter
+
+    asked: list[str] = []
+
+    class Recorder(BaseAdapter):
+        def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+            asked.append(str(request.url))
+            raise requests.ConnectionError("recorded, not sent")
+
+        def close(self) -> None:
+            pass
+
+    session = requests.Session()
+    session.mount("https://", Recorder())
+    auth = SemansysAuth(
+        client_id="c", client_secret="s", username="u@x", password="p", requests_session=session
     )
+    assert auth.token_url == PRE_PRODUCTION_TOKEN_URL
+    with pytest.raises(requests.ConnectionError, match="recorded"):
+        auth.get_token()
+    assert asked == ["https://oidc-pre.semansys.com/connect/token"]
 
 
 def test_first_request_fetches_then_reuses(semansys_emulator: SemansysEmulator, kind: str) -> None:
