@@ -132,16 +132,20 @@ def obtain_blocking(
 class BackgroundRenewal:
     """Renews early in a daemon thread, so that no request waits for it."""
 
+    _BUSY_PAUSE = 0.05  # after finding another renewal under way, before trying again
+
     def __init__(self, core: TokenCore, lock: FetchLock, send: Send) -> None:
         self._core = core
         self._lock = lock
         self._send = send
         self._thread: threading.Thread | None = None
+        self._next_try = 0.0
         self._guard = threading.Lock()
 
     def start(self) -> None:
         with self._guard:
-            if self._thread is not None and self._thread.is_alive():
+            busy = self._thread is not None and self._thread.is_alive()
+            if busy or time.monotonic() < self._next_try:
                 return
             self._thread = threading.Thread(
                 target=self._run, name="semansys-auth-renewal", daemon=True
@@ -153,15 +157,12 @@ class BackgroundRenewal:
             with self._lock.hold(wait=False) as got:
                 if got:
                     run_blocking(self._core.renew(required=False), self._send)
+                else:  # another thread or process is at it
+                    self._next_try = time.monotonic() + self._BUSY_PAUSE
         except Exception as exc:
             # Raised only when no valid token is left; the next request that
             # needs one renews in its own thread and sees the error.
             logger.warning("background token renewal failed: %s", self._core.redacted(exc))
-
-    def join(self, timeout: float | None = None) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
 
 
 class AsyncSteps:

@@ -535,21 +535,34 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, headers, payload)
             return
         if url.path == "/api" or url.path.startswith("/api/"):
-            self._api(url.path, url.query, body)
+            self._api(url.path, url.query, body, received_at)
             return
         self._send(404, {"Content-Type": "application/json"}, b'{"message": "not found"}')
 
-    def _api(self, path: str, query: str, body: bytes) -> None:
+    def _api(self, path: str, query: str, body: bytes, received_at: float) -> None:
         owner = self.owner
+
+        def record(status: int, api_version: str | None = None) -> None:
+            owner._record(
+                RecordedRequest(
+                    "api",
+                    self.command,
+                    path,
+                    status,
+                    api_version=api_version,
+                    received_at=received_at,
+                )
+            )
+
         api_version = self.headers.get("x-api-version")
         if path == "/api/redirect":
             target = parse_qs(query).get("to", [""])[0]
-            owner._record(RecordedRequest("api", self.command, path, 302, api_version=api_version))
+            record(302, api_version)
             self._send(302, {"Location": target}, b"")
             return
         issued = owner._check_bearer(self.headers.get("Authorization"))
         if issued is None:
-            owner._record(RecordedRequest("api", self.command, path, 401, api_version=api_version))
+            record(401, api_version)
             self._send(
                 401,
                 {
@@ -560,7 +573,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         if owner.require_api_version and not api_version:
-            owner._record(RecordedRequest("api", self.command, path, 400))
+            record(400)
             message = b'{"message": "x-api-version required"}'
             self._send(400, {"Content-Type": "application/json"}, message)
             return
@@ -575,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
             "body_length": len(body),
             "body_sha256": hashlib.sha256(body).hexdigest(),
         }
-        owner._record(RecordedRequest("api", self.command, path, 200, api_version=api_version))
+        record(200, api_version)
         self._send(200, {"Content-Type": "application/json"}, json.dumps(echo).encode())
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
