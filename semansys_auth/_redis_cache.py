@@ -137,17 +137,32 @@ class RedisTokenCache:
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "semansys-auth:", **kwargs: Any
+        cls,
+        url: str,
+        *,
+        prefix: str = "semansys-auth:",
+        lock_lease: float = 15.0,
+        max_lock_hold: float = 600.0,
+        ttl_margin: float = 300.0,
+        unknown_ttl: float = 3600.0,
+        **redis_options: Any,
     ) -> RedisTokenCache:
-        """A cache on a new client for ``redis://``, ``rediss://`` or ``unix://`` ``url``.
+        """A cache on a new client for a ``redis://``, ``rediss://`` or ``unix://`` URL.
 
-        ``socket_timeout`` and ``socket_connect_timeout`` default to 2 seconds;
-        other keyword arguments go to ``redis.Redis.from_url``. Nothing connects
-        until the first call.
+        Args:
+            url: where Redis is; it may hold a user name and password.
+            prefix: as for the constructor; likewise ``lock_lease``,
+                ``max_lock_hold``, ``ttl_margin`` and ``unknown_ttl``.
+            **redis_options: passed to ``redis.Redis.from_url``.
+                ``socket_timeout`` and ``socket_connect_timeout`` default to 2
+                seconds. Nothing connects until the first call.
+
+        Returns:
+            The cache.
 
         Raises:
             ImportError: redis-py is missing: ``pip install 'semansys-auth[redis]'``.
-            ValueError: ``url`` is not a Redis URL.
+            ValueError: ``url`` is not a Redis URL (the message does not quote it).
         """
         try:
             import redis
@@ -155,17 +170,24 @@ class RedisTokenCache:
             raise ImportError(
                 "RedisTokenCache needs redis-py: pip install 'semansys-auth[redis]'"
             ) from None
-        kwargs.setdefault("socket_timeout", _DEFAULT_TIMEOUT)
-        kwargs.setdefault("socket_connect_timeout", _DEFAULT_TIMEOUT)
+        redis_options.setdefault("socket_timeout", _DEFAULT_TIMEOUT)
+        redis_options.setdefault("socket_connect_timeout", _DEFAULT_TIMEOUT)
         try:
-            client = redis.Redis.from_url(url, **kwargs)
+            client = redis.Redis.from_url(url, **redis_options)
         except ValueError as exc:
             # The message may quote the URL, and a URL may hold a password.
             raise ValueError(
                 "not a Redis URL: use redis://[[user]:password@]host[:port][/db], rediss://... "
                 f"or unix:///path ({type(exc).__name__})"
             ) from None
-        return cls(client, prefix=prefix)
+        return cls(
+            client,
+            prefix=prefix,
+            lock_lease=lock_lease,
+            max_lock_hold=max_lock_hold,
+            ttl_margin=ttl_margin,
+            unknown_ttl=unknown_ttl,
+        )
 
     def __repr__(self) -> str:
         # Not the client: its URL may hold a password.

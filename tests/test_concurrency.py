@@ -409,12 +409,26 @@ class SlowCache:
         self._slow("save")
         self.tokens[key] = token
 
+    def lock(self, key: str) -> Any:
+        cache = self
+
+        class Lock:
+            def acquire(self, timeout: float) -> bool:
+                cache._slow("acquire")
+                return True
+
+            def release(self) -> None:
+                cache._slow("release")
+
+        self._slow("lock")
+        return Lock()
+
 
 ASYNC_KINDS = pytest.mark.parametrize("kind", ["httpx-async", "httpx2-async", "aiohttp"])
 
 
 @ASYNC_KINDS
-def test_cache_calls_and_the_callback_never_run_on_the_event_loop(
+def test_cache_calls_its_lock_and_the_callback_never_run_on_the_event_loop(
     semansys_emulator: SemansysEmulator, kind: str
 ) -> None:
     cache = SlowCache()
@@ -440,7 +454,7 @@ def test_cache_calls_and_the_callback_never_run_on_the_event_loop(
             status = await async_get(kind, auth, semansys_emulator.api_url + "/a")
         finally:
             ticking.cancel()
-        assert [what for what, *_ in cache.calls] == ["load", "save"]
+        assert [what for what, *_ in cache.calls] == ["lock", "acquire", "load", "save", "release"]
         assert all(thread != loop_thread for _, thread, _, _ in cache.calls)
         assert callbacks and callbacks[0] != loop_thread
         return status
