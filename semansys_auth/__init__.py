@@ -8,11 +8,14 @@ the ``semansys-auth`` command load only what they need.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
+# typing is not imported at run time: it costs 7 ms of the command's start-up.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._auth import SemansysAuth
     from ._cache import CacheLock, MemoryTokenCache, TokenCache
     from ._config import PRE_PRODUCTION_TOKEN_URL

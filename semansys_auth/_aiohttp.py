@@ -15,7 +15,6 @@ origin passes through without it. Use one ``SemansysAuth`` per API origin.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import aiohttp
@@ -25,10 +24,9 @@ from ._config import Settings
 from ._core import TokenCore
 from ._drive import obtain_async
 from ._locks import FetchLock
+from ._log import logger
 from ._oauth import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
 from ._token import Token
-
-logger = logging.getLogger("semansys_auth")
 
 
 def _replayable(request: ClientRequest) -> bool:

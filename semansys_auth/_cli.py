@@ -22,18 +22,19 @@ exits with a documented code; no traceback and no secret ever reaches the user.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
-import logging
 import os
 import re
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
 
 from ._version import __version__
+
+# typing is not imported at run time: it costs 7 ms of the command's start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -268,9 +269,10 @@ class _Session:
             raise _UsageError(_redacted(str(exc))) from None
 
     def token(self) -> Any:
-        from ._drive import obtain_blocking
+        from ._drive import cached_blocking, obtain_blocking
 
-        token = self.core.usable()
+        # A warm cache answers without the cache lock (and its import).
+        token = cached_blocking(self.core)
         if token is None:
             token = obtain_blocking(self.core, self.lock, _send)
         return token
@@ -410,6 +412,9 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _unreachable(exc: BaseException, url: str) -> str:
+    import errno
+    import socket
+
     cause = _root_cause(exc)
     if isinstance(cause, socket.gaierror):
         reason = "host name not found"
@@ -445,17 +450,18 @@ def _redacted(text: str) -> str:
     return shown(text, Redactor(secrets), 400)
 
 
-class _StderrHandler(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is when a record comes."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stderr)
-
-
 def _verbose() -> None:
+    import logging
+
+    class StderrHandler(logging.Handler):
+        """Writes to whatever ``sys.stderr`` is when a record comes."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            print(self.format(record), file=sys.stderr)
+
     logger = logging.getLogger("semansys_auth")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
+    if not any(type(h).__name__ == "StderrHandler" for h in logger.handlers):
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)

@@ -10,13 +10,16 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from ._core import Policy, TokenCore
 from ._locks import FetchLock
 from ._oauth import TokenEndpoint, check_token_url
 from ._token import Token, TokenInfo
+
+# typing is not imported at run time: it costs 7 ms of the command's start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PRE_PRODUCTION_TOKEN_URL = "https://oidc-pre.semansys.com/connect/token"
 """The Semansys pre-production token endpoint (the default ``token_url``)."""
@@ -30,13 +33,15 @@ _HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?\Z")
 _MAX_TEXT = 4096
 
 
-@dataclass(frozen=True)
 class Settings:
     """What the adapters need besides the core: how to dress a request."""
 
-    timeout: float
-    api_version: str | None
-    requests_session: Any
+    __slots__ = ("api_version", "requests_session", "timeout")
+
+    def __init__(self, timeout: float, api_version: str | None, requests_session: Any) -> None:
+        self.timeout = timeout
+        self.api_version = api_version
+        self.requests_session = requests_session
 
     def authorize(self, headers: Any, token: Token) -> None:
         """Put the token (and ``x-api-version``) on a request's headers."""

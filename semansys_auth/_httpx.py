@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ._config import Settings
-from ._core import Flow, Need, TokenCore
+from ._core import Need, TokenCore
 from ._drive import AsyncSteps, Steps, carry_out, carry_out_async
 from ._errors import BadTokenRequestError
 from ._locks import FetchLock
@@ -40,6 +40,7 @@ from ._oauth import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_
 from ._token import Token
 
 if TYPE_CHECKING:
+    from ._core import Flow
 
     class _Httpx2Auth:
         """httpx2.Auth, when installed (see below)."""

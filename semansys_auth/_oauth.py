@@ -19,14 +19,10 @@ loopback hosts only.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import math
 import re
-import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import timezone
 from urllib.parse import urlsplit
 
 from ._errors import (
@@ -70,22 +66,35 @@ _FORM_HEADERS: Mapping[str, str] = {
 }
 
 
-@dataclass(frozen=True)
 class EndpointRequest:
     """A request to send to the token endpoint: POST ``body`` (a form) to ``url``.
 
     ``timeout`` bounds the whole exchange, from connect to the last byte read.
+    (A plain class, not a dataclass: those cost start-up time.)
     """
 
-    url: str
-    body: bytes = field(repr=False)
-    grant_type: str
-    timeout: float
-    headers: Mapping[str, str] = field(default_factory=lambda: dict(_FORM_HEADERS))
-    method: str = "POST"
+    __slots__ = ("body", "grant_type", "headers", "method", "timeout", "url")
+
+    def __init__(
+        self,
+        url: str,
+        body: bytes,
+        grant_type: str,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+        method: str = "POST",
+    ) -> None:
+        self.url = url
+        self.body = body
+        self.grant_type = grant_type
+        self.timeout = timeout
+        self.headers = dict(_FORM_HEADERS) if headers is None else headers
+        self.method = method
+
+    def __repr__(self) -> str:  # not the body: it holds the password or refresh token
+        return f"EndpointRequest({self.method} {self.url}, grant_type={self.grant_type!r})"
 
 
-@dataclass(frozen=True)
 class EndpointResponse:
     """What the token endpoint answered.
 
@@ -95,11 +104,24 @@ class EndpointResponse:
     request (the answer then comes from elsewhere and is not trusted).
     """
 
-    status_code: int
-    headers: Mapping[str, str]
-    body: bytes = field(repr=False)
-    truncated: bool = False
-    redirected_to: str | None = None
+    __slots__ = ("body", "headers", "redirected_to", "status_code", "truncated")
+
+    def __init__(
+        self,
+        status_code: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        truncated: bool = False,
+        redirected_to: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.body = body
+        self.truncated = truncated
+        self.redirected_to = redirected_to
+
+    def __repr__(self) -> str:
+        return f"EndpointResponse({self.status_code}, {len(self.body)} bytes)"
 
 
 # -- configuration checks ------------------------------------------------------------
@@ -148,6 +170,8 @@ def check_token_url(url: object) -> str:
 
 
 def is_loopback(host: str) -> bool:
+    import ipaddress
+
     host = host.lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -168,6 +192,8 @@ def decode_body(raw: bytes, content_encoding: str | None) -> tuple[bytes, bool]:
     bytes as they are: they are then not JSON, and the answer is classified by
     its status.
     """
+    import zlib
+
     encoding = (content_encoding or "").strip().lower()
     truncated = len(raw) > MAX_ANSWER_BYTES
     raw = raw[:MAX_ANSWER_BYTES]
@@ -208,7 +234,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     value = value.strip()
     if _DELTA_SECONDS.match(value):  # ASCII digits only: "²".isdigit() is True
         return min(float(value), MAX_RETRY_AFTER)
-    import email.utils  # an HTTP-date is rare: its import costs 30 ms at start-up
+    import email.utils  # an HTTP-date is rare: these imports cost 30 ms at start-up
+    from datetime import timezone
 
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -8,12 +8,9 @@ cut, so that a secret straddling the cut cannot survive in part.
 
 from __future__ import annotations
 
-import html
-import json
 import re
 from collections import deque
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus
 
 __all__ = ["Redactor", "mask_username", "shown"]
 
@@ -25,6 +22,10 @@ def _variants(secret: str) -> set[str]:
     """The forms a secret takes when a server echoes it back: as is, form- or
     URL-encoded (an echoed request body), JSON-escaped, HTML-escaped, or
     mis-decoded."""
+    import html
+    import json
+    from urllib.parse import quote, quote_plus
+
     forms = {secret, html.escape(secret), json.dumps(secret)[1:-1]}
     forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
     try:
@@ -38,7 +39,11 @@ def _variants(secret: str) -> set[str]:
 
 class Redactor:
     """Removes known secrets, JWTs, bearer credentials and ``name=value`` pairs
-    of secret-looking names from text."""
+    of secret-looking names from text.
+
+    The escaped forms of the secrets are worked out on the first redaction, not
+    when secrets are given: most processes never redact anything.
+    """
 
     _PATTERNS = (
         (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), "<jwt>"),
@@ -56,41 +61,44 @@ class Redactor:
     )
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        self._fixed: frozenset[str] = frozenset(
-            form for secret in secrets if secret for form in _variants(secret)
-        )
+        self._fixed = tuple(secret for secret in secrets if secret)
         # Tokens come and go: keep the recent ones only, so that a process that
         # runs for months does not accumulate every token it ever held.
-        self._recent: deque[frozenset[str]] = deque(maxlen=16)
-        self._ordered: tuple[str, ...] = self._order()
+        self._recent: deque[str] = deque(maxlen=16)
+        self._ordered: tuple[str, ...] | None = None
 
-    def _order(self) -> tuple[str, ...]:
-        # Longest first, so that a secret that contains another is removed whole.
-        every = set(self._fixed).union(*self._recent)
-        return tuple(sorted(every, key=lambda s: (-len(s), s)))
+    def _forms(self) -> tuple[str, ...]:
+        ordered = self._ordered
+        if ordered is None:
+            every: set[str] = set()
+            for secret in (*self._fixed, *self._recent):
+                every |= _variants(secret)
+            # Longest first, so that a secret that contains another is removed whole.
+            ordered = self._ordered = tuple(sorted(every, key=lambda s: (-len(s), s)))
+        return ordered
 
     def add(self, *secrets: str | None) -> None:
         """Also redact these (new tokens); ``None`` and empty strings are ignored."""
         for secret in secrets:
-            if secret:
-                forms = frozenset(_variants(secret))
-                if forms not in self._recent:
-                    self._recent.append(forms)
-        self._ordered = self._order()
+            if secret and secret not in self._recent:
+                self._recent.append(secret)
+                self._ordered = None
 
     def __call__(self, text: str) -> str:
-        for secret in self._ordered:
+        forms = self._forms()
+        for secret in forms:
             if secret in text:
                 text = text.replace(secret, MASK)
-        text = self._cut_ends(text)
+        text = self._cut_ends(text, forms)
         for pattern, replacement in self._PATTERNS:
             text = pattern.sub(replacement, text)
         return text
 
-    def _cut_ends(self, text: str) -> str:
+    @staticmethod
+    def _cut_ends(text: str, forms: tuple[str, ...]) -> str:
         """Mask the part of a secret that a text starts or ends with: a body cut
         short (by the server, or at our size bound) may end in the middle of one."""
-        for secret in self._ordered:
+        for secret in forms:
             for size in range(min(len(secret), len(text)) - 1, _PARTIAL - 1, -1):
                 if text.endswith(secret[:size]):
                     text = text[:-size] + MASK

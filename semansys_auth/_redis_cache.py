@@ -20,17 +20,22 @@ read the tokens: protect it as you protect the credentials.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from typing import Any
 
-from ._cache import CacheLock, decode_entry, encode_entry
+from ._entry import decode_entry, encode_entry
+from ._log import logger
 from ._token import Token
+
+# typing is not imported at run time: it costs 7 ms of the command's start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._cache import CacheLock
 
 __all__ = ["RedisTokenCache"]
 
-logger = logging.getLogger("semansys_auth")
 
 _DEFAULT_TIMEOUT = 2.0
 
