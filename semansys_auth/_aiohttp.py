@@ -68,9 +68,11 @@ class AiohttpAdapter:
         token = core.usable() or await self._token(request, None)
         self._settings.authorize(request.headers, token)
         response = await handler(request)
+        if response.status != 401:  # the hot path: nothing more to look at
+            return response
         sent = request.headers.get(hdrs.AUTHORIZATION)
         what = f"{request.method} {request.url.path}"
-        if not core.may_resend(response.status, sent, _replayable(request), what):
+        if not core.may_resend(401, sent, _replayable(request), what):
             return response
         response.release()
         token = await self._token(request, sent)

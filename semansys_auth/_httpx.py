@@ -190,7 +190,26 @@ def _remaining_for_body(sent: Any, deadline: float) -> float:
     return left
 
 
+def _read_already(sent: Any, response: Any) -> EndpointResponse | None:
+    """The answer of a transport that read the body itself (httpx's
+    MockTransport, ASGI and WSGI transports, which work in memory), else None."""
+    if not response.is_stream_consumed:
+        return None
+    body = response.content  # decoded already
+    redirected = None if response.request is sent else str(response.request.url)
+    return EndpointResponse(
+        response.status_code,
+        response.headers,
+        body[:MAX_ANSWER_BYTES],
+        len(body) > MAX_ANSWER_BYTES,
+        redirected,
+    )
+
+
 def read_sync(sent: Any, response: Any, step: EndpointRequest, deadline: float) -> EndpointResponse:
+    answer = _read_already(sent, response)
+    if answer is not None:
+        return answer
     _remaining_for_body(sent, deadline)
     chunks: list[bytes] = []
     size = 0
@@ -214,6 +233,9 @@ async def read_async(
 ) -> EndpointResponse:
     import anyio
 
+    answer = _read_already(sent, response)
+    if answer is not None:
+        return answer
     left = _remaining_for_body(sent, deadline)
     chunks: list[bytes] = []
     size = 0
@@ -246,9 +268,11 @@ class HttpxAdapter:
     ) -> str | None:
         """The ``Authorization`` value the API refused, if the answer calls for a
         renewal and one resend (the core decides); else None."""
+        if response.status_code != 401:  # the hot path: nothing more to look at
+            return None
         sent = response.request.headers.get("Authorization")
         what = f"{request.method} {request.url.path}"  # no query, no userinfo: secrets
-        if self._core.may_resend(response.status_code, sent, rewind is not None, what):
+        if self._core.may_resend(401, sent, rewind is not None, what):
             return str(sent)
         return None
 

@@ -126,3 +126,33 @@ def test_pickling_is_refused_with_advice() -> None:
         with pytest.raises(TypeError, match="FileTokenCache") as caught:
             attempt(auth)
         assert "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.parametrize("module_name", ["httpx", "httpx2"])
+def test_through_an_in_memory_transport(module_name: str) -> None:
+    """httpx's MockTransport (what users' own tests use) reads bodies itself."""
+    import asyncio
+    import importlib
+    import json
+
+    module = importlib.import_module(module_name)
+
+    def handler(request: object) -> object:
+        if request.url.path == "/connect/token":  # type: ignore[attr-defined]
+            body = {"access_token": "memory-token", "token_type": "bearer", "expires_in": 60}
+            return module.Response(200, content=json.dumps(body).encode())
+        return module.Response(200, json={"auth": request.headers["Authorization"]})  # type: ignore[attr-defined]
+
+    auth = SemansysAuth(
+        client_id="c", client_secret="s", username="u@x", password="p",
+        token_url="https://id.invalid/connect/token",
+    )  # fmt: skip
+    transport = module.MockTransport(handler)
+    with module.Client(transport=transport, auth=auth) as client:
+        assert client.get("https://api.invalid/x").json() == {"auth": "Bearer memory-token"}
+
+    async def go() -> object:
+        async with module.AsyncClient(transport=transport, auth=auth) as client:
+            return (await client.get("https://api.invalid/x")).json()
+
+    assert asyncio.run(go()) == {"auth": "Bearer memory-token"}
