@@ -30,9 +30,13 @@ class TokenCache(Protocol):
     token request between them.
     """
 
-    def load(self, key: str) -> Token | None: ...
+    def load(self, key: str) -> Token | None:
+        """The token stored under ``key``, or None."""
+        ...
 
-    def save(self, key: str, token: Token) -> None: ...
+    def save(self, key: str, token: Token) -> None:
+        """Store ``token`` under ``key``, replacing what was there."""
+        ...
 
 
 class CacheLock(Protocol):
@@ -42,9 +46,13 @@ class CacheLock(Protocol):
     says whether it got the lock; ``release()`` gives it back.
     """
 
-    def acquire(self, timeout: float) -> bool: ...
+    def acquire(self, timeout: float) -> bool:
+        """Take the lock, waiting at most ``timeout`` seconds; whether it was taken."""
+        ...
 
-    def release(self) -> None: ...
+    def release(self) -> None:
+        """Give the lock back."""
+        ...
 
 
 class MemoryTokenCache:
@@ -55,10 +63,12 @@ class MemoryTokenCache:
         self._lock = threading.Lock()
 
     def load(self, key: str) -> Token | None:
+        """The token stored under ``key``, or None."""
         with self._lock:
             return self._tokens.get(key)
 
     def save(self, key: str, token: Token) -> None:
+        """Store ``token`` under ``key``."""
         with self._lock:
             self._tokens[key] = token
 

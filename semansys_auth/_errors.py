@@ -25,10 +25,22 @@ __all__ = [
 class SemansysAuthError(Exception):
     """Root of every error raised by semansys-auth.
 
-    ``status_code``: HTTP status of the token endpoint's answer (None when no
-    answer was involved). ``error`` / ``error_description``: the RFC 6749
-    fields of the answer, when it had them. ``retry_after``: seconds the
-    server (or the credentials cooldown) asks us to wait, when known.
+    Args:
+        message: what went wrong and what to fix (never a secret).
+        status_code: the token endpoint's HTTP status.
+        error: the RFC 6749 error code of the answer, redacted.
+        error_description: the answer's ``error_description``, redacted and cut.
+        retry_after: seconds to wait, from ``Retry-After`` or the credentials
+            cooldown.
+
+    Attributes:
+        message: as given.
+        status_code: HTTP status of the token endpoint's answer, or None when
+            no answer was involved.
+        error: the RFC 6749 error code, or None.
+        error_description: the RFC 6749 description, or None.
+        retry_after: seconds the server (or the credentials cooldown) asks to
+            wait, or None.
     """
 
     def __init__(

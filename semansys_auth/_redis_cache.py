@@ -204,6 +204,12 @@ class RedisTokenCache:
         return f"{self.prefix}{kind}:{key}"
 
     def load(self, key: str) -> Token | None:
+        """The token stored under ``key``, or None (missing, corrupt or foreign).
+
+        Raises:
+            redis.RedisError: Redis failed or timed out (the auth object warns
+                and goes on without the cache).
+        """
         raw = self.client.get(self._name("token", key))
         if raw is None:
             return None
@@ -214,6 +220,11 @@ class RedisTokenCache:
             return None
 
     def save(self, key: str, token: Token) -> None:
+        """Store ``token`` under ``key``, with a TTL (see the class).
+
+        Raises:
+            redis.RedisError: Redis failed or timed out.
+        """
         if token.expires_at is None:
             ttl = self._unknown_ttl
         else:
@@ -223,6 +234,8 @@ class RedisTokenCache:
         )
 
     def lock(self, key: str) -> CacheLock:
+        """The renewal lock for ``key``: a ``redis.lock.Lock`` lease, kept alive
+        while held."""
         # thread_local=False: async clients acquire and release from worker
         # threads that need not be the same one.
         lock = self.client.lock(self._name("lock", key), timeout=self._lease, thread_local=False)

@@ -26,7 +26,6 @@ import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import HostileServer, Received, http_answer, json_answer
 
 from helpers import send
 from semansys_auth import (
@@ -38,6 +37,7 @@ from semansys_auth import (
     TokenEndpointUnavailableError,
     UserCredentialsError,
 )
+from servers import HostileServer, Received, http_answer, json_answer
 
 # Secrets with characters that change under URL, JSON and HTML escaping, so that
 # an echo in any of those forms must be caught.

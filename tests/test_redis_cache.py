@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import redis
-from redis_server import RedisServer
 
 from helpers import send, wait_until
+from redis_server import RedisServer
 from semansys_auth import (
     FileTokenCache,
     RedisTokenCache,

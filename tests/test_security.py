@@ -7,13 +7,13 @@ import logging
 from urllib.parse import quote_plus
 
 import pytest
-from servers import HostileServer, http_answer, json_answer
 
 import semansys_auth
 from helpers import RecordingServer, send
 from semansys_auth import BadTokenRequestError, SemansysAuth, SemansysAuthError
 from semansys_auth._oauth import TokenEndpoint
 from semansys_auth.testing import SemansysEmulator
+from servers import HostileServer, http_answer, json_answer
 
 CLIENT_SECRET = "cs-Zq8-very-secret"
 PASSWORD = "pw-Kx3-very-secret"

@@ -86,20 +86,37 @@ class _Issued:
 class SemansysEmulator:
     """A Semansys-style identity server and protected API on loopback, for tests.
 
-    Use as a context manager (or call :meth:`start` / :meth:`stop`)::
+    Use it as a context manager (or call :meth:`start` and :meth:`stop`). Its
+    endpoints: ``POST /connect/token`` (password and refresh_token grants, client
+    credentials in the form or in HTTP Basic), and ``/api/<anything>``: any
+    method, answered 200 with a JSON echo of the request when it carries a valid
+    bearer token, else 401 with ``WWW-Authenticate: Bearer error="invalid_token"``;
+    ``/api/redirect?to=URL`` answers a 302 to ``URL``. Every setting below is an
+    attribute too, and may be changed while it runs.
 
-        with SemansysEmulator() as emulator:
-            session.auth = emulator.auth()
-            session.get(emulator.api_url + "/reports")
+    Args:
+        host: the address to listen on (keep it on loopback: a test tool).
+        port: the port; 0 picks a free one.
+        access_token_lifetime: seconds an access token lives.
+        refresh_token_lifetime: seconds a refresh token lives.
+        issue_refresh_tokens: whether answers carry a refresh token.
+        rotate_refresh_tokens: whether a refresh token is one-time (a new one
+            with each answer).
+        send_expires_in: whether answers carry ``expires_in`` (else only the
+            JWT's ``exp``).
+        dialect: how rejections look: ``"semansys"`` (401 or 403 without RFC
+            codes), ``"identityserver"`` (400 ``invalid_client`` or
+            ``invalid_grant``) or ``"openiddict"`` (401 ``invalid_client``).
+        token_delay: seconds to think before each token answer.
+        scope: the scope granted when none is asked for.
+        client_id: the client id it accepts.
+        client_secret: the client secret it accepts.
+        username: the user name it accepts.
+        password: the password it accepts.
+        require_api_version: whether API requests need ``x-api-version``.
 
-    Endpoints: ``POST /connect/token`` (password and refresh_token grants, client
-    credentials in the form), and ``/api/<anything>``: any method, answers 200 with
-    a JSON echo of the request when it carries a valid bearer token, else 401 with
-    ``WWW-Authenticate: Bearer error="invalid_token"``. ``/api/redirect?to=URL``
-    answers a 302 to ``URL`` (for redirect tests).
-
-    Test controls: :meth:`expire_access_tokens`, :meth:`revoke_refresh_tokens`,
-    :meth:`fail_next`, ``token_delay``, ``dialect`` and the :attr:`requests` log.
+    Raises:
+        ValueError: a setting is out of range.
     """
 
     CLIENT_ID = "demo-client"
@@ -274,7 +291,15 @@ class SemansysEmulator:
         retry_after: float | str | None = None,
         body: bytes | None = None,
     ) -> None:
-        """Answer the next ``count`` token requests with ``status`` instead.
+        """Answer the next ``count`` token requests with a failure.
+
+        Args:
+            count: how many token requests fail.
+            status: the HTTP status of the failures.
+            html: answer an HTML error page (as a proxy would).
+            error: answer RFC 6749 JSON ``{"error": error}``.
+            retry_after: a ``Retry-After`` header value.
+            body: answer these bytes exactly.
 
         The body is an HTML error page when ``html``, ``body`` when given, RFC 6749
         JSON ``{"error": error}`` when ``error`` is given, else empty JSON ``{}``.
