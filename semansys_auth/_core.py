@@ -75,17 +75,13 @@ class Call:
     run it in a worker thread.
     """
 
-    __slots__ = ("function", "what")
+    __slots__ = ("function",)
 
-    def __init__(self, function: Callable[[], Any], what: str) -> None:
+    def __init__(self, function: Callable[[], Any]) -> None:
         self.function = function
-        self.what = what
 
     def run(self) -> Any:
         return self.function()
-
-    def __repr__(self) -> str:
-        return f"Call({self.what!r})"
 
 
 # typing is not imported at run time: it costs 7 ms of the command's start-up.
@@ -120,12 +116,12 @@ class Policy:
     def __init__(
         self,
         *,
-        leeway: float = 60.0,
-        max_retries: int = 3,
-        backoff: float = 0.5,
-        max_backoff: float = 8.0,
-        retry_after_cap: float = 30.0,
-        credentials_cooldown: float = 60.0,
+        leeway: float,
+        max_retries: int,
+        backoff: float,
+        max_backoff: float,
+        retry_after_cap: float,
+        credentials_cooldown: float,
     ) -> None:
         self.leeway = leeway
         self.max_retries = max_retries
@@ -175,8 +171,8 @@ class TokenCore:
         self._current: _Schedule | None = None
         self._refresh_token: str | None = None
         self._refused_at = -math.inf  # obtained_at of the newest token the API refused
-        self._rejected: SemansysAuthError | None = None
-        self._rejected_until = -math.inf
+        # The credentials error that started a cooldown, and when the cooldown ends.
+        self._rejection: tuple[SemansysAuthError, float] | None = None
         self._renewal_failures = 0
         self._renew_again_at = -math.inf
         self._cache_paused_until = -math.inf
@@ -210,7 +206,7 @@ class TokenCore:
         now = self.clock()
         if current is None or now >= current.valid_until or current.token.authorization == refused:
             return Need.TOKEN, None
-        if now < current.renew_at or now < self._renew_again_at or now < self._rejected_until:
+        if now < current.renew_at or now < self._renew_again_at or self._cooling_down(now):
             return Need.NOTHING, current.token
         return Need.RENEWAL, current.token
 
@@ -254,7 +250,7 @@ class TokenCore:
         token = yield from self._from_cache(now)
         if token is not None:
             return token
-        if now < self._rejected_until and self._rejected is not None:
+        if self._cooling_down(now):
             if usable is not None:
                 return usable.token  # rejected credentials: keep the valid token quietly
             raise self._cooldown_error(now)
@@ -318,8 +314,7 @@ class TokenCore:
                     attempt = 0
                     continue
                 if isinstance(exc, (ClientCredentialsError, UserCredentialsError)):
-                    self._rejected = exc
-                    self._rejected_until = now + self.policy.credentials_cooldown
+                    self._rejection = (exc, now + self.policy.credentials_cooldown)
                 logger.debug("token request rejected: %s", exc)
                 raise
             if token.refresh_token is None and request.grant_type == REFRESH_TOKEN:
@@ -363,10 +358,13 @@ class TokenCore:
             delay,
         )
 
+    def _cooling_down(self, now: float) -> bool:
+        return self._rejection is not None and now < self._rejection[1]
+
     def _cooldown_error(self, now: float) -> SemansysAuthError:
-        rejected = self._rejected
-        assert rejected is not None
-        left = self._rejected_until - now
+        assert self._rejection is not None
+        rejected, until = self._rejection
+        left = until - now
         return type(rejected)(
             f"{rejected.message}; not retried for another {math.ceil(left)} s "
             "(credentials cooldown, so that the account is not locked)",
@@ -395,8 +393,7 @@ class TokenCore:
         self._current = _Schedule(token, renew_at, valid_until, from_cache)
         self._issued.append(token.authorization)
         self._refresh_token = token.refresh_token
-        self._rejected = None
-        self._rejected_until = -math.inf
+        self._rejection = None
         self._renewal_failures = 0
         self._renew_again_at = -math.inf
 
@@ -406,14 +403,14 @@ class TokenCore:
         self._adopt(token, from_cache=from_cache)
         if not from_cache and self._cache_active():
             try:
-                yield Call(lambda: self.cache.save(self.cache_key(), token), "cache save")
+                yield Call(lambda: self.cache.save(self.cache_key(), token))
             except Exception as exc:
                 self.cache_failed("save", exc)
         if self.on_token is not None:
             info = token.info(from_cache=from_cache)
             callback = self.on_token
             try:
-                yield Call(lambda: callback(info), "on_token callback")
+                yield Call(lambda: callback(info))
             except Exception as exc:
                 logger.warning("on_token callback raised %s; ignored", self.redacted(exc))
 
@@ -423,13 +420,10 @@ class TokenCore:
         """This object's cache key (see ``TokenEndpoint.cache_key``). Computed once,
         on first use: it costs about 35 ms of CPU, so async adapters call it in a
         worker thread, as part of a cache call."""
-        key = self._key
-        if key is None:
-            with self._key_lock:
-                if self._key is None:
-                    self._key = self.endpoint.cache_key()
-                key = self._key
-        return key
+        with self._key_lock:  # uncontended after the first call: well under a microsecond
+            if self._key is None:
+                self._key = self.endpoint.cache_key()
+            return self._key
 
     def _cache_active(self) -> bool:
         return self.cache is not None and self.clock() >= self._cache_paused_until
@@ -469,7 +463,7 @@ class TokenCore:
         if not self._cache_active():
             return None
         try:
-            cached = yield Call(lambda: self.cache.load(self.cache_key()), "cache load")
+            cached = yield Call(lambda: self.cache.load(self.cache_key()))
         except Exception as exc:
             self.cache_failed("load", exc)
             return None

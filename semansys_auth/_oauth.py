@@ -73,23 +73,16 @@ class EndpointRequest:
     (A plain class, not a dataclass: those cost start-up time.)
     """
 
-    __slots__ = ("body", "grant_type", "headers", "method", "timeout", "url")
+    __slots__ = ("body", "grant_type", "headers", "timeout", "url")
 
-    def __init__(
-        self,
-        url: str,
-        body: bytes,
-        grant_type: str,
-        timeout: float,
-        headers: Mapping[str, str] | None = None,
-        method: str = "POST",
-    ) -> None:
+    method = "POST"
+
+    def __init__(self, url: str, body: bytes, grant_type: str, timeout: float) -> None:
         self.url = url
         self.body = body
         self.grant_type = grant_type
         self.timeout = timeout
-        self.headers = dict(_FORM_HEADERS) if headers is None else headers
-        self.method = method
+        self.headers = dict(_FORM_HEADERS)
 
     def __repr__(self) -> str:  # not the body: it holds the password or refresh token
         return f"EndpointRequest({self.method} {self.url}, grant_type={self.grant_type!r})"
@@ -170,13 +163,15 @@ def check_token_url(url: object) -> str:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a host name as ``urlsplit(...).hostname`` gives it: no
+    brackets, no port) is this machine."""
     import ipaddress
 
     host = host.lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -194,17 +189,15 @@ def decode_body(raw: bytes, content_encoding: str | None) -> tuple[bytes, bool]:
     """
     import zlib
 
-    encoding = (content_encoding or "").strip().lower()
+    encoding = content_encoding.strip().lower() if content_encoding else None
     truncated = len(raw) > MAX_ANSWER_BYTES
     raw = raw[:MAX_ANSWER_BYTES]
-    if encoding in ("", "identity"):
-        return raw, truncated
     if encoding in ("gzip", "x-gzip"):
         wbits = 16 + zlib.MAX_WBITS
     elif encoding == "deflate":
         wbits = zlib.MAX_WBITS if raw[:1] == b"\x78" else -zlib.MAX_WBITS
     else:
-        return raw, truncated
+        return raw, truncated  # none, identity, or one we do not know
     decoder = zlib.decompressobj(wbits)
     try:
         body = decoder.decompress(raw, MAX_ANSWER_BYTES + 1)
@@ -214,13 +207,12 @@ def decode_body(raw: bytes, content_encoding: str | None) -> tuple[bytes, bool]:
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header's value, whatever the case of its name in ``headers``."""
-    value = headers.get(name)
-    if value is None:
-        for key, candidate in headers.items():
-            if isinstance(key, str) and key.lower() == name:
-                return candidate if isinstance(candidate, str) else None
-    return value if isinstance(value, str) else None
+    """A header's value, whatever the case of its name in ``headers`` (``name``
+    in lower case): the first one, for a mapping with several."""
+    for key, value in headers.items():
+        if isinstance(key, str) and key.lower() == name:
+            return value if isinstance(value, str) else None
+    return None
 
 
 _DELTA_SECONDS = re.compile(r"[0-9]{1,12}\Z")
@@ -241,15 +233,14 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
         if when.tzinfo is None:  # "-0000": RFC 5322 for UTC with no offset known
             when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - now
+        seconds = when.timestamp() - now  # finite: a datetime is within years 1-9999
     except Exception:  # parsedate_to_datetime raises several types on junk
         return None
-    return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 _TAGS = re.compile(r"<[^>]*>")
 _SCRIPTS = re.compile(r"(?is)<(script|style)\b.*?</\1>")
-_RFC6749_ERROR = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]+\Z")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
 _NUMBER = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?\Z")
 
@@ -258,7 +249,7 @@ def excerpt(body: bytes, redact: Redactor, limit: int = 160) -> str:
     """A short, single-line, tag-free, redacted excerpt of a response body."""
     # Redacted before the tags go: a secret with "<x>" in it would lose that
     # part to the tag stripper and no longer be recognised.
-    text = redact(body.decode("utf-8", "replace"))
+    text = redact(body.decode(errors="replace"))
     text = _TAGS.sub(" ", _SCRIPTS.sub(" ", text))
     return shown(text, redact, limit)
 
@@ -317,22 +308,26 @@ class TokenEndpoint:
     # -- requests --------------------------------------------------------------
 
     def password_request(self) -> EndpointRequest:
-        from oauthlib.oauth2 import LegacyApplicationClient
+        # oauthlib's body builder, without a client object (the one its
+        # LegacyApplicationClient calls): client_id and client_secret in the body.
+        from oauthlib.oauth2.rfc6749.parameters import prepare_token_request
 
-        body = LegacyApplicationClient(self.client_id).prepare_request_body(
+        body = prepare_token_request(
+            PASSWORD,
             username=self.username,
             password=self._password,
             scope=self.scope,
-            include_client_id=True,
+            client_id=self.client_id,
             client_secret=self._client_secret,
         )
         return EndpointRequest(self.token_url, body.encode(), PASSWORD, self.timeout)
 
     def refresh_request(self, refresh_token: str) -> EndpointRequest:
-        from oauthlib.oauth2 import LegacyApplicationClient
+        from oauthlib.oauth2.rfc6749.parameters import prepare_token_request
 
         # No scope: RFC 6749 section 6 keeps the originally granted scope.
-        body = LegacyApplicationClient(self.client_id).prepare_refresh_body(
+        body = prepare_token_request(
+            REFRESH_TOKEN,
             refresh_token=refresh_token,
             client_id=self.client_id,
             client_secret=self._client_secret,
@@ -357,8 +352,7 @@ class TokenEndpoint:
             salt=hashlib.sha256(identity).digest(),
             n=2**14,
             r=8,
-            p=1,
-            maxmem=64 * 1024 * 1024,
+            p=1,  # 16 MiB of memory: within OpenSSL's default maxmem of 32 MiB
             dklen=32,
         )
         return hashlib.sha256(identity + binding).hexdigest()
@@ -374,8 +368,10 @@ class TokenEndpoint:
         ``error`` first, status code second."""
         status = response.status_code
         if response.redirected_to is not None:
-            raise self._redirected(status, response.redirected_to, response, now)
-        if response.truncated and 200 <= status < 300:
+            raise BadTokenRequestError(
+                self._redirect_message(response.redirected_to), status_code=status
+            )
+        if response.truncated and status // 100 == 2:
             raise MalformedTokenResponseError(
                 f"The token endpoint answered more than {MAX_ANSWER_BYTES // 1024} KiB; "
                 "nothing beyond that was read. Check that token_url points at the token "
@@ -386,7 +382,7 @@ class TokenEndpoint:
         if not isinstance(data, dict):
             raise self._non_json_error(grant_type, response, now)
         raw_error = data.get("error")
-        if (raw_error is not None and raw_error != "") or not 200 <= status < 300:
+        if (raw_error is not None and raw_error != "") or status // 100 != 2:
             raise self._error(grant_type, response, raw_error, data, now)
         return self._token(grant_type, data, now)
 
@@ -405,20 +401,23 @@ class TokenEndpoint:
             )
         access = data["access_token"]
         assert isinstance(access, str)
-        token_type = data.get("token_type", "bearer")
-        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        token_type = data.get("token_type")
+        # Required by RFC 6749, tolerated when missing; any value must say bearer.
+        if "token_type" in data and (
+            not isinstance(token_type, str) or token_type.lower() != "bearer"
+        ):
             raise MalformedTokenResponseError(
                 f"The token endpoint issued a token of type {self.show(token_type, 40)!r}; "
                 "only bearer tokens are supported",
                 status_code=200,
             )
         refresh = data.get("refresh_token")
-        if refresh is not None and refresh_token_problem(refresh) is not None:
-            refresh = None  # unusable: the next renewal uses the password grant
+        if not isinstance(refresh, str) or refresh_token_problem(refresh) is not None:
+            refresh = None  # none, or unusable: the next renewal uses the password grant
         expires_at = self._expires_at(data, access, now)
         return Token(
             access_token=access,
-            refresh_token=refresh if isinstance(refresh, str) else None,
+            refresh_token=refresh,
             expires_at=expires_at,
             obtained_at=now,
             scope=_scope(data.get("scope")),
@@ -462,28 +461,23 @@ class TokenEndpoint:
     def _retry_after(self, response: EndpointResponse, now: float) -> float | None:
         return parse_retry_after(header(response.headers, "retry-after"), now)
 
-    def _redirected(
-        self, status: int, location: str, response: EndpointResponse, now: float
-    ) -> SemansysAuthError:
-        return BadTokenRequestError(
-            f"The token endpoint {self.token_url} redirected to {self.show(location)}: "
-            "set token_url to the final URL (token requests are never redirected with "
-            "credentials)",
-            status_code=status,
-            retry_after=self._retry_after(response, now),
+    def _redirect_message(self, location: str) -> str:
+        return (
+            f"The token endpoint {self.token_url} redirected to {self.show(location)}: set "
+            "token_url to the final URL (token requests are never redirected with credentials)"
         )
 
     def _non_json_error(
         self, grant_type: str, response: EndpointResponse, now: float
     ) -> SemansysAuthError:
         status = response.status_code
-        if status in (400, 401, 403, 404) or 300 <= status < 400:
+        if status // 100 == 3 or status in (400, 401, 403, 404):
             # The documented Semansys statuses (and a wrong URL's 404, or a
             # redirect) say what to fix even without JSON.
             return self._error(grant_type, response, None, {}, now)
         ctype = self.show(header(response.headers, "content-type") or "no content type", 60)
         body = excerpt(response.body, self.redact) or "(empty body)"
-        if 200 <= status < 300:
+        if status // 100 == 2:
             return MalformedTokenResponseError(
                 f"The token endpoint answered HTTP {status} with a body that is not a JSON "
                 f"object ({ctype}): {body!r}; check that token_url points at the token "
@@ -512,8 +506,7 @@ class TokenEndpoint:
         now: float,
     ) -> SemansysAuthError:
         status = response.status_code
-        # The code as the server sent it, for matching; only a redacted copy is shown.
-        code = raw_error if isinstance(raw_error, str) and _RFC6749_ERROR.match(raw_error) else None
+        # raw_error is compared with the RFC 6749 codes; only a redacted copy is shown.
         error = None if raw_error is None or raw_error == "" else self.show(raw_error, 60)
         raw_description = data.get("error_description")
         description = None if raw_description is None else self.show(raw_description, 300)
@@ -527,8 +520,13 @@ class TokenEndpoint:
                 retry_after=self._retry_after(response, now),
             )
 
-        challenge = (header(response.headers, "www-authenticate") or "").lstrip().lower()
-        if error is None and status in (401, 403) and challenge.startswith("bearer"):
+        challenge = header(response.headers, "www-authenticate")
+        if (
+            error is None
+            and status in (401, 403)
+            and challenge is not None
+            and challenge.lstrip().lower().startswith("bearer")
+        ):
             # A resource server's challenge, not a token endpoint's answer.
             return make(
                 BadTokenRequestError,
@@ -536,9 +534,13 @@ class TokenEndpoint:
                 f"endpoint (HTTP {status} with WWW-Authenticate: Bearer): the URL may be "
                 "wrong; check token_url",
             )
-        if code in ("invalid_client", "unauthorized_client") or (error is None and status == 401):
+        if raw_error in ("invalid_client", "unauthorized_client") or (
+            error is None and status == 401
+        ):
             hint = (
-                "" if code else " (if they are right, check that token_url is the token endpoint)"
+                ""
+                if error is not None
+                else " (if they are right, check that token_url is the token endpoint)"
             )
             return make(
                 ClientCredentialsError,
@@ -547,9 +549,9 @@ class TokenEndpoint:
                 f"desk){hint}",
             )
         if (
-            code == "invalid_grant"
+            raw_error == "invalid_grant"
             or (error is None and status == 403)
-            or (code == "invalid_request" and _names_user_credentials(raw_description))
+            or (raw_error == "invalid_request" and _names_user_credentials(raw_description))
         ):
             if grant_type == REFRESH_TOKEN:
                 return make(UserCredentialsError, "The token endpoint refused the refresh token")
@@ -558,21 +560,16 @@ class TokenEndpoint:
                 f"Semansys rejected the user credentials of {mask_username(self.username)!r}: "
                 "check username (the account's e-mail address) and password",
             )
-        if code in ("temporarily_unavailable", "server_error") or (
+        if raw_error in ("temporarily_unavailable", "server_error") or (
             error is None and (status == 429 or status >= 500)
         ):
             return make(
                 TokenEndpointUnavailableError,
                 f"The token endpoint {self.token_url} is unavailable (HTTP {status})",
             )
-        if 300 <= status < 400:
+        if status // 100 == 3:
             location = header(response.headers, "location") or "?"
-            return make(
-                BadTokenRequestError,
-                f"The token endpoint {self.token_url} redirected to {self.show(location)}: set "
-                "token_url to the final URL (token requests are never redirected with "
-                "credentials)",
-            )
+            return make(BadTokenRequestError, self._redirect_message(location))
         if status == 404:
             return make(
                 BadTokenRequestError,
@@ -589,7 +586,9 @@ def _names_user_credentials(description: object) -> bool:
     # Some servers (Authlib among them) answer a wrong password with
     # invalid_request "Invalid 'username' or 'password' in request." instead of
     # RFC 6749's invalid_grant. What the user must fix is the same.
-    text = description.lower() if isinstance(description, str) else ""
+    if not isinstance(description, str):
+        return False
+    text = description.lower()
     return "password" in text or "username" in text
 
 

@@ -97,13 +97,15 @@ class Redactor:
     @staticmethod
     def _cut_ends(text: str, forms: tuple[str, ...]) -> str:
         """Mask the part of a secret that a text starts or ends with: a body cut
-        short (by the server, or at our size bound) may end in the middle of one."""
+        short (by the server, or at our size bound) may end in the middle of one.
+        A whole secret is gone already; any shorter part of one, down to
+        ``_PARTIAL`` characters, is masked, even when it is the whole text."""
         for secret in forms:
-            for size in range(min(len(secret), len(text)) - 1, _PARTIAL - 1, -1):
+            for size in range(min(len(secret) - 1, len(text)), _PARTIAL - 1, -1):
                 if text.endswith(secret[:size]):
                     text = text[:-size] + MASK
                     break
-            for size in range(min(len(secret), len(text)) - 1, _PARTIAL - 1, -1):
+            for size in range(min(len(secret) - 1, len(text)), _PARTIAL - 1, -1):
                 if text.startswith(secret[-size:]):
                     text = MASK + text[size:]
                     break
