@@ -863,13 +863,21 @@ def part_renewal() -> None:
 
         return asyncio.run(main())
 
-    def authlib_tasks(emulator: SemansysEmulator) -> list[tuple[float, bool]]:
-        credentials = emulator.credentials
-        token = requests.post(
-            emulator.token_url, data={"grant_type": "password", **credentials}, timeout=10
+    def authlib_start(emulator: SemansysEmulator) -> dict[str, Any]:
+        """A token for Authlib's client to start with (it has no password grant
+        flow of its own), then the slow token endpoint that renewals will meet."""
+        token: dict[str, Any] = requests.post(
+            emulator.token_url,
+            data={"grant_type": "password", **emulator.credentials},
+            timeout=10,
         ).json()
         token["expires_at"] = int(time.time()) + LIFETIME
         emulator.token_delay = DELAY
+        return token
+
+    def authlib_tasks(emulator: SemansysEmulator) -> list[tuple[float, bool]]:
+        credentials = emulator.credentials
+        token = authlib_start(emulator)
 
         async def main() -> list[tuple[float, bool]]:
             async with AsyncOAuth2Client(
@@ -891,11 +899,7 @@ def part_renewal() -> None:
 
     def authlib_threads(emulator: SemansysEmulator) -> list[tuple[float, bool]]:
         credentials = emulator.credentials
-        token = requests.post(
-            emulator.token_url, data={"grant_type": "password", **credentials}, timeout=10
-        ).json()
-        token["expires_at"] = int(time.time()) + LIFETIME
-        emulator.token_delay = DELAY
+        token = authlib_start(emulator)
         with OAuth2Client(
             credentials["client_id"],
             credentials["client_secret"],

@@ -168,35 +168,8 @@ def test_password_from_stdin(semansys_emulator: SemansysEmulator, tmp_path: Path
 def test_password_prompt_on_a_terminal(semansys_emulator: SemansysEmulator, tmp_path: Path) -> None:
     env = environment(semansys_emulator, tmp_path)
     del env["SEMANSYS_PASSWORD"]
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about fork() in a threaded process; the child execs at once.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid, fd = pty.fork()
-    if pid == 0:  # child: the command, with the pty as its terminal
-        os.execve(sys.executable, [*COMMAND, "token", "--no-cache"], env)
-    output = b""
-    deadline = time.monotonic() + 30
-    answered = False
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.5)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break  # the child closed the terminal
-            if not chunk:
-                break
-            output += chunk
-            if not answered and b"password:" in output.lower():
-                os.write(fd, b"demo-password\n")
-                answered = True
-    finally:
-        _, status = os.waitpid(pid, 0)
-    assert answered, output
-    assert os.waitstatus_to_exitcode(status) == 0, output
-    text = output.decode()
+    text, code = run_on_terminal(["token", "--no-cache"], env)
+    assert code == 0, text
     assert "demo-password" not in text  # not echoed
     assert any(line.strip().count(".") == 2 for line in text.splitlines())
 
