@@ -812,9 +812,7 @@ def part_renewal() -> None:
         url = emulator.api_url + "/r"
         return threads_for(lambda i: sessions[i].get(url, timeout=10).status_code == 200)
 
-    def ours_httpx_tasks(emulator: SemansysEmulator) -> list[tuple[float, bool]]:
-        auth = first_token(emulator, emulator.auth())
-
+    def httpx_tasks(emulator: SemansysEmulator, auth: Any) -> list[tuple[float, bool]]:
         async def main() -> list[tuple[float, bool]]:
             async with httpx.AsyncClient(auth=auth, timeout=10) as client:
 
@@ -824,6 +822,9 @@ def part_renewal() -> None:
                 return await tasks_for(call)
 
         return asyncio.run(main())
+
+    def ours_httpx_tasks(emulator: SemansysEmulator) -> list[tuple[float, bool]]:
+        return httpx_tasks(emulator, first_token(emulator, emulator.auth()))
 
     def ours_aiohttp(emulator: SemansysEmulator) -> list[tuple[float, bool]]:
         auth = first_token(emulator, emulator.auth())
@@ -852,16 +853,7 @@ def part_renewal() -> None:
         )
         httpx.get(emulator.api_url + "/warm", auth=auth, timeout=10)
         emulator.token_delay = DELAY
-
-        async def main() -> list[tuple[float, bool]]:
-            async with httpx.AsyncClient(auth=auth, timeout=10) as client:
-
-                async def call() -> bool:
-                    return (await client.get(emulator.api_url + "/r")).status_code == 200
-
-                return await tasks_for(call)
-
-        return asyncio.run(main())
+        return httpx_tasks(emulator, auth)
 
     def authlib_start(emulator: SemansysEmulator) -> dict[str, Any]:
         """A token for Authlib's client to start with (it has no password grant

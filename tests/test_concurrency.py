@@ -68,6 +68,19 @@ def test_threads_sharing_one_sync_client_make_one_token_request(
     assert len(semansys_emulator.token_requests()) == 1
 
 
+async def token_request_pending(emulator: SemansysEmulator) -> None:
+    """Wait, at most 10 s, until the emulator holds a token request."""
+    with anyio.fail_after(10):
+        while emulator.pending_token_requests == 0:
+            await anyio.sleep(0.005)
+
+
+async def release_token_when_asked(emulator: SemansysEmulator) -> None:
+    """Answer the paused token requests once the first one has arrived."""
+    await token_request_pending(emulator)
+    emulator.resume_token_responses()
+
+
 @MODULES
 def test_200_asyncio_tasks_make_one_token_request_without_blocking_the_loop(
     semansys_emulator: SemansysEmulator, module: Any
@@ -78,15 +91,10 @@ def test_200_asyncio_tasks_make_one_token_request_without_blocking_the_loop(
     auth = semansys_emulator.auth(max_retries=0)
     semansys_emulator.pause_token_responses()
 
-    async def release_when_asked() -> None:
-        while semansys_emulator.pending_token_requests == 0:
-            await asyncio.sleep(0.005)
-        semansys_emulator.resume_token_responses()
-
     async def main() -> list[int]:
         limits = module.Limits(max_connections=50)
         async with module.AsyncClient(auth=auth, timeout=30, limits=limits) as client:
-            releaser = asyncio.create_task(release_when_asked())
+            releaser = asyncio.create_task(release_token_when_asked(semansys_emulator))
             replies = await asyncio.gather(
                 *(client.get(f"{semansys_emulator.api_url}/t{i}") for i in range(200))
             )
@@ -163,8 +171,7 @@ def test_cancelled_fetcher_does_not_strand_the_others(
     async def main() -> list[int]:
         async with module.AsyncClient(auth=auth, timeout=30) as client:
             fetcher = asyncio.create_task(client.get(semansys_emulator.api_url + "/first"))
-            while semansys_emulator.pending_token_requests == 0:
-                await asyncio.sleep(0.005)
+            await token_request_pending(semansys_emulator)
             waiters = [
                 asyncio.create_task(client.get(f"{semansys_emulator.api_url}/w{i}"))
                 for i in range(10)
@@ -192,8 +199,7 @@ def test_cancelled_waiter_leaves_nothing_held(semansys_emulator: SemansysEmulato
         async with httpx.AsyncClient(auth=auth, timeout=30) as client:
             async with anyio.create_task_group() as group:
                 group.start_soon(client.get, semansys_emulator.api_url + "/first")
-                while semansys_emulator.pending_token_requests == 0:
-                    await anyio.sleep(0.005)
+                await token_request_pending(semansys_emulator)
                 with anyio.move_on_after(0.2):
                     await client.get(semansys_emulator.api_url + "/gives-up")
                 semansys_emulator.resume_token_responses()
@@ -283,8 +289,7 @@ def test_blocking_call_inside_the_fetching_loop_fails_fast_instead_of_deadlockin
     async def main() -> int:
         async with httpx.AsyncClient(auth=auth, timeout=30) as client:
             fetch = asyncio.create_task(client.get(semansys_emulator.api_url + "/async"))
-            while semansys_emulator.pending_token_requests == 0:
-                await asyncio.sleep(0.005)
+            await token_request_pending(semansys_emulator)
             # A blocking call on the loop's own thread, while this loop fetches:
             with pytest.raises(RuntimeError, match="deadlock"):
                 requests.get(semansys_emulator.api_url + "/blocking", auth=auth, timeout=5)  # noqa: ASYNC210 (the misuse under test)
@@ -311,15 +316,10 @@ def test_200_aiohttp_tasks_make_one_token_request_without_blocking_the_loop(
     auth = semansys_emulator.auth(max_retries=0)
     semansys_emulator.pause_token_responses()
 
-    async def release_when_asked() -> None:
-        while semansys_emulator.pending_token_requests == 0:
-            await asyncio.sleep(0.005)
-        semansys_emulator.resume_token_responses()
-
     async def main() -> list[int]:
         connector = aiohttp.TCPConnector(limit=50)
         async with aiohttp_session(auth, connector=connector) as session:
-            releaser = asyncio.create_task(release_when_asked())
+            releaser = asyncio.create_task(release_token_when_asked(semansys_emulator))
 
             async def one(i: int) -> int:
                 async with session.get(f"{semansys_emulator.api_url}/t{i}") as response:
@@ -371,8 +371,7 @@ def test_cancelled_aiohttp_fetcher_does_not_strand_the_others(
     async def main() -> list[int]:
         async with aiohttp_session(auth) as session:
             fetcher = asyncio.create_task(get(session, "/first"))
-            while semansys_emulator.pending_token_requests == 0:
-                await asyncio.sleep(0.005)
+            await token_request_pending(semansys_emulator)
             waiters = [asyncio.create_task(get(session, f"/w{i}")) for i in range(10)]
             await asyncio.sleep(0.05)
             fetcher.cancel()

@@ -66,3 +66,19 @@ def test_optional_variables(semansys_emulator: SemansysEmulator) -> None:
     auth = SemansysAuth.from_env(env)
     reply = send("httpx", auth, "GET", semansys_emulator.api_url + "/a")
     assert reply.body["scope"] == "x y" and reply.body["api_version"] == "1.2"
+
+
+def test_the_command_and_the_object_share_their_defaults() -> None:
+    """The command builds without SemansysAuth (no HTTP library on its start-up
+    path), through _config.build: both must default every option alike."""
+    import inspect
+
+    from semansys_auth._config import build
+
+    def defaults(function: object) -> dict[str, object]:
+        parameters = inspect.signature(function).parameters.values()  # type: ignore[arg-type]
+        return {p.name: p.default for p in parameters if p.default is not p.empty}
+
+    ours = defaults(SemansysAuth.__init__)
+    assert ours == defaults(build)
+    assert ours["token_url"] == PRE_PRODUCTION_TOKEN_URL and len(ours) == 13

@@ -384,3 +384,14 @@ def test_the_command_uses_redis_from_the_environment_or_cache_option(
     env["SEMANSYS_TOKEN_CACHE"] = redis_server.url
     assert token() == first, "the same token, from Redis"
     assert len(semansys_emulator.token_requests()) == 1
+
+
+def test_from_url_has_the_constructor_defaults() -> None:
+    import inspect
+
+    def defaults(function: Any) -> dict[str, object]:
+        parameters = inspect.signature(function).parameters.values()
+        return {p.name: p.default for p in parameters if p.default is not p.empty}
+
+    assert defaults(RedisTokenCache.from_url) == defaults(RedisTokenCache.__init__)
+    assert defaults(RedisTokenCache.__init__)["prefix"] == "semansys-auth:"
