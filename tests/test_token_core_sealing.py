@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from test_token_core import Clock, RecordingCache, make_core, ok, requests_of, run, sealed
 
 from semansys_auth._core import Call, TokenCore
 from semansys_auth._entry import MAX_ENTRY_BYTES, seal, unseal
 from semansys_auth._oauth import EndpointRequest, TokenEndpoint
 from semansys_auth._token import Token
-from test_token_core import Clock, RecordingCache, make_core, ok, requests_of, run, sealed
 
 ACCESS = "access-token-of-the-sealing-tests"
 REFRESH = "refresh-token-of-the-sealing-tests"
