@@ -410,3 +410,31 @@ def test_the_command_replaces_an_entry_of_0_1_0(
     assert second.returncode == 0 and second.stdout == first.stdout
     assert "ignored" not in second.stderr
     assert len(semansys_emulator.token_requests()) == 1
+
+
+# -- cost --------------------------------------------------------------------------------------
+
+
+def test_without_a_cache_cryptography_is_never_imported(
+    semansys_emulator: SemansysEmulator,
+) -> None:
+    """Sealing is for caches: an object without one pays nothing for it."""
+    script = (
+        "import sys, httpx\n"
+        "from semansys_auth import SemansysAuth\n"
+        "auth = SemansysAuth.from_env()\n"
+        "assert httpx.get(sys.argv[1], auth=auth, timeout=30).status_code == 200\n"
+        "print(sorted(m for m in sys.modules if m.startswith('cryptography')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEMANSYS_")}
+    env.update(semansys_emulator.env())
+    done = subprocess.run(
+        [sys.executable, "-c", script, semansys_emulator.api_url + "/a"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert len(semansys_emulator.token_requests()) == 1
