@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from typing import Protocol, runtime_checkable
 
-from ._token import Token
-
 __all__ = ["CacheLock", "MemoryTokenCache", "TokenCache"]
 
 
@@ -19,7 +17,14 @@ class TokenCache(Protocol):
     token URL, client id, username, scope, client secret and password that
     obtained it (the secrets through scrypt). It holds no secret and no e-mail
     address, and an object with other credentials or another scope uses another
-    key. ``load`` returns None when nothing usable is stored.
+    key.
+
+    ``entry`` is an ASCII string (JSON) that the auth object made: the token
+    sealed with AES-256-GCM under a key derived from the credentials, so that
+    what a cache stores is useless without them. Store it verbatim and return
+    it from ``load`` (``bytes`` are accepted too); ``load`` returns None when
+    nothing is stored. An entry that was altered, truncated or written with
+    other credentials is ignored with a warning and replaced by the next token.
 
     Any method may raise: the auth object logs a warning, leaves the cache alone
     for 30 seconds, and carries on without it. The methods are blocking; async
@@ -30,12 +35,12 @@ class TokenCache(Protocol):
     token request between them.
     """
 
-    def load(self, key: str) -> Token | None:
-        """The token stored under ``key``, or None."""
+    def load(self, key: str) -> str | None:
+        """The entry stored under ``key``, or None."""
         ...
 
-    def save(self, key: str, token: Token) -> None:
-        """Store ``token`` under ``key``, replacing what was there."""
+    def save(self, key: str, entry: str) -> None:
+        """Store ``entry`` under ``key``, replacing what was there."""
         ...
 
 
@@ -56,21 +61,23 @@ class CacheLock(Protocol):
 
 
 class MemoryTokenCache:
-    """Tokens kept in this process only; share one between several auth objects."""
+    """Tokens kept in this process only; share one between several auth objects.
+
+    It holds sealed entries, as every cache does."""
 
     def __init__(self) -> None:
-        self._tokens: dict[str, Token] = {}
+        self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def load(self, key: str) -> Token | None:
-        """The token stored under ``key``, or None."""
+    def load(self, key: str) -> str | None:
+        """The entry stored under ``key``, or None."""
         with self._lock:
             return self._tokens.get(key)
 
-    def save(self, key: str, token: Token) -> None:
-        """Store ``token`` under ``key``."""
+    def save(self, key: str, entry: str) -> None:
+        """Store ``entry`` under ``key``."""
         with self._lock:
-            self._tokens[key] = token
+            self._tokens[key] = entry
 
     def __repr__(self) -> str:
         return f"MemoryTokenCache(<{len(self._tokens)} token(s)>)"

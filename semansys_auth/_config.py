@@ -123,7 +123,7 @@ def check_cache(cache: object) -> object:
         return None
     if not (callable(getattr(cache, "load", None)) and callable(getattr(cache, "save", None))):
         raise TypeError(
-            "token_cache must have load(key) and save(key, token) methods, e.g. "
+            "token_cache must have load(key) and save(key, entry) methods, e.g. "
             "FileTokenCache(directory) or MemoryTokenCache()"
         )
     return cache

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator
 
+from ._entry import OLDER_FORMAT, seal, unseal
 from ._errors import (
     BadTokenRequestError,
     ClientCredentialsError,
@@ -152,6 +153,10 @@ class _Schedule:
 class TokenCore:
     """Current token, renewal decisions, retries, cooldown and cache policy."""
 
+    # The last cache entry that could not be opened (one warning per entry); a
+    # class default, set per object when an entry is first ignored.
+    _ignored_entry: object = None
+
     def __init__(
         self,
         endpoint: TokenEndpoint,
@@ -176,7 +181,7 @@ class TokenCore:
         self._renewal_failures = 0
         self._renew_again_at = -math.inf
         self._cache_paused_until = -math.inf
-        self._key: str | None = None
+        self._key: tuple[str, bytes] | None = None  # (cache key, sealing key)
         self._key_lock = threading.Lock()
         # The Authorization values of the last few tokens held: a 401 to one of
         # them is a 401 to us (the newest may have replaced it meanwhile).
@@ -403,7 +408,7 @@ class TokenCore:
         self._adopt(token, from_cache=from_cache)
         if not from_cache and self._cache_active():
             try:
-                yield Call(lambda: self.cache.save(self.cache_key(), token))
+                yield Call(lambda: self._save_sealed(token))
             except Exception as exc:
                 self.cache_failed("save", exc)
         if self.on_token is not None:
@@ -417,13 +422,63 @@ class TokenCore:
     # -- the cache ---------------------------------------------------------------------
 
     def cache_key(self) -> str:
-        """This object's cache key (see ``TokenEndpoint.cache_key``). Computed once,
-        on first use: it costs about 35 ms of CPU, so async adapters call it in a
-        worker thread, as part of a cache call."""
+        """This object's cache key (see ``TokenEndpoint.cache_keys``). Computed
+        once, with the sealing key, on first use: it costs about 35 ms of CPU, so
+        async adapters call it in a worker thread, as part of a cache call."""
+        return self._cache_keys()[0]
+
+    def sealing_key(self) -> bytes:
+        """The key that seals this object's cache entries (computed with
+        :meth:`cache_key`)."""
+        return self._cache_keys()[1]
+
+    def _cache_keys(self) -> tuple[str, bytes]:
         with self._key_lock:  # uncontended after the first call: well under a microsecond
             if self._key is None:
-                self._key = self.endpoint.cache_key()
+                self._key = self.endpoint.cache_keys()
             return self._key
+
+    def _save_sealed(self, token: Token) -> None:
+        """Seal ``token`` and save it (blocking: run as a :class:`Call`)."""
+        key, sealing_key = self._cache_keys()
+        self.cache.save(key, seal(key, sealing_key, token))
+
+    def _load_unsealed(self) -> Token | _Unopened | None:
+        """The cached token, or why the stored entry cannot be used, or None
+        (blocking: run as a :class:`Call`).
+
+        Raises:
+            TypeError: the cache returned something other than a str or bytes
+                entry (a cache failure).
+        """
+        key, sealing_key = self._cache_keys()
+        entry = self.cache.load(key)
+        if entry is None:
+            return None
+        if not isinstance(entry, (str, bytes)):
+            raise TypeError(f"it returned a {type(entry).__name__}, not the entry it was given")
+        try:
+            return unseal(key, sealing_key, entry)
+        except ValueError as exc:
+            return _Unopened(str(exc), entry)
+
+    def _entry_ignored(self, unopened: _Unopened) -> None:
+        """A stored entry that cannot be opened is a miss, not a cache failure:
+        the cache stays in use, and the next token replaces the entry. One
+        warning per entry (never quoting it)."""
+        if unopened.entry == self._ignored_entry:
+            return
+        self._ignored_entry = unopened.entry
+        reason = unopened.reason
+        if reason == OLDER_FORMAT:
+            logger.warning(
+                "token cache entry of an older semansys-auth version ignored; it is "
+                "replaced by the next token"
+            )
+        else:
+            logger.warning(
+                "token cache entry ignored: %s; it is replaced by the next token", reason
+            )
 
     def _cache_active(self) -> bool:
         return self.cache is not None and self.clock() >= self._cache_paused_until
@@ -463,14 +518,14 @@ class TokenCore:
         if not self._cache_active():
             return None
         try:
-            cached = yield Call(lambda: self.cache.load(self.cache_key()))
+            cached: Token | _Unopened | None = yield Call(self._load_unsealed)
         except Exception as exc:
             self.cache_failed("load", exc)
             return None
         if cached is None:
             return None
-        if not isinstance(cached, Token):
-            self.cache_failed("load", TypeError(f"it returned a {type(cached).__name__}"))
+        if isinstance(cached, _Unopened):
+            self._entry_ignored(cached)
             return None
         current = self._current
         if cached.obtained_at <= self._refused_at or (
@@ -519,6 +574,16 @@ class TokenCore:
 
     def redacted(self, exc: BaseException) -> str:
         return shown(f"{type(exc).__name__}: {exc}", self.endpoint.redact, 300)
+
+
+class _Unopened:
+    """A cache entry that cannot be opened, and why (a reason from ``_entry``)."""
+
+    __slots__ = ("entry", "reason")
+
+    def __init__(self, reason: str, entry: str | bytes) -> None:
+        self.reason = reason
+        self.entry = entry
 
 
 def _expires_in(token: Token, now: float) -> str:

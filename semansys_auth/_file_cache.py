@@ -15,9 +15,8 @@ import stat
 import threading
 from pathlib import Path
 
-from ._entry import MAX_ENTRY_BYTES, decode_entry, encode_entry
+from ._entry import MAX_ENTRY_BYTES
 from ._log import logger
-from ._token import Token
 
 # typing is not imported at run time: it costs 7 ms of the command's start-up.
 TYPE_CHECKING = False
@@ -74,8 +73,9 @@ class FileTokenCache:
     starting together make one token request. A corrupt, foreign or unsafe file
     is ignored with a warning and replaced by the next save.
 
-    The file holds the access and refresh tokens in clear: like ``~/.netrc`` or
-    ``~/.aws/credentials``, it is protected by its permissions only.
+    A file holds one entry as the auth object made it: the tokens sealed with
+    AES-256-GCM under a key derived from the credentials (only the expiry is in
+    clear), so a copy of the file is useless without the credentials.
 
     Args:
         directory: where the files go; created (mode 0700) on first use. ``~``
@@ -146,8 +146,8 @@ class FileTokenCache:
                 found = self._locks[key] = _FileLock(path.with_suffix(".lock"))
             return found
 
-    def load(self, key: str) -> Token | None:
-        """The token stored for ``key``, or None (missing, foreign, unsafe or corrupt)."""
+    def load(self, key: str) -> str | None:
+        """The entry stored for ``key``, or None (missing or unsafe)."""
         path = self.path(key)
         self._checked_directory()
         try:
@@ -164,11 +164,9 @@ class FileTokenCache:
                 self._ignore(path, problem)
                 return None
             raw = handle.read(MAX_ENTRY_BYTES + 1)
-        try:
-            return decode_entry(key, raw)
-        except ValueError as exc:
-            self._ignore(path, f"it is corrupt or foreign ({exc})")
-            return None
+        # Entries are ASCII; any other byte becomes one U+FFFD, and the auth
+        # object ignores (and replaces) what it cannot open.
+        return raw.decode("ascii", "replace")
 
     @staticmethod
     def _file_problem(info: os.stat_result) -> str | None:
@@ -191,13 +189,13 @@ class FileTokenCache:
             why,
         )
 
-    def save(self, key: str, token: Token) -> None:
-        """Store ``token`` for ``key``: mode 0600, atomically."""
+    def save(self, key: str, entry: str) -> None:
+        """Store ``entry`` for ``key``: mode 0600, atomically."""
         path = self.path(key)
         directory = self._checked_directory()
         import tempfile
 
-        payload = encode_entry(key, token)
+        payload = entry
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=directory)
         try:
             # mkstemp creates the file 0600 already; chmod again in case of an odd umask.

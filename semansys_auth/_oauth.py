@@ -56,6 +56,9 @@ MAX_RETRY_AFTER = 24 * 3600.0
 
 USER_AGENT = f"semansys-auth/{__version__}"
 
+SEALING_KEY_INFO = b"semansys-auth/cache-entry/3"
+"""The HKDF ``info`` of the key that seals cache entries (see ``TokenEndpoint.cache_keys``)."""
+
 _FORM_HEADERS: Mapping[str, str] = {
     "Content-Type": "application/x-www-form-urlencoded",
     "Accept": "application/json",
@@ -335,14 +338,28 @@ class TokenEndpoint:
         return EndpointRequest(self.token_url, body.encode(), REFRESH_TOKEN, self.timeout)
 
     def cache_key(self) -> str:
-        """The key under which tokens of these credentials and scope are cached.
+        """The key under which tokens of these credentials and scope are cached
+        (see :meth:`cache_keys`)."""
+        return self.cache_keys()[0]
 
-        It binds each cache entry to everything that obtained it: token URL,
-        client id, username, scope, and (through scrypt, a deliberately slow
-        salted KDF, about 35 ms) the client secret and password. An object with
-        a wrong password or another scope finds nothing, and the key is no cheap
-        offline test of the password. Hex, with no e-mail address in it.
+    def cache_keys(self) -> tuple[str, bytes]:
+        """The cache key, and the key that seals cache entries, of these
+        credentials and scope.
+
+        The cache key binds each cache entry to everything that obtained it:
+        token URL, client id, username, scope, and (through scrypt, a
+        deliberately slow salted KDF, about 35 ms) the client secret and
+        password. An object with a wrong password or another scope finds
+        nothing, and the key is no cheap offline test of the password. Hex, with
+        no e-mail address in it.
+
+        The sealing key (32 bytes, for AES-256-GCM) comes from the same scrypt
+        output, so both cost one scrypt: a cache entry can be opened only with
+        the credentials that wrote it.
         """
+        # hmac is imported here: it is needed only where a cache is used.
+        import hmac
+
         identity = json.dumps(
             ["semansys-auth/cache-key/2", self.token_url, self.client_id, self.username, self.scope]
         ).encode()
@@ -355,7 +372,13 @@ class TokenEndpoint:
             p=1,  # 16 MiB of memory: within OpenSSL's default maxmem of 32 MiB
             dklen=32,
         )
-        return hashlib.sha256(identity + binding).hexdigest()
+        # HKDF-Expand (RFC 5869, section 2.3) for a single 32-byte block, with
+        # the scrypt output as the pseudorandom key: T(1) = HMAC(PRK, info | 0x01).
+        # Written with the standard library's hmac rather than cryptography's
+        # HKDFExpand so that the command's warm start does not import
+        # cryptography's KDF modules (tests check it equals HKDFExpand).
+        sealing_key = hmac.new(binding, SEALING_KEY_INFO + b"\x01", hashlib.sha256).digest()
+        return hashlib.sha256(identity + binding).hexdigest(), sealing_key
 
     # -- answers -----------------------------------------------------------------
 

@@ -3,10 +3,11 @@
 Built on redis-py, with its own lock (``redis.lock.Lock``): no coordination
 protocol of our own. What Redis holds:
 
-* ``<prefix>token:<key>``: the cache entry (the file cache's JSON format):
-  access and refresh token, expiry, scope. No password, no client secret. Its
-  TTL is the access token's remaining life plus ``ttl_margin`` (``unknown_ttl``
-  when the lifetime is unknown): nothing stays for ever, and a refresh token
+* ``<prefix>token:<key>``: the cache entry, as the auth object made it: the
+  tokens sealed with AES-256-GCM under a key derived from the credentials; only
+  the expiry is in clear. No password, no client secret. Its TTL is the
+  access token's remaining life plus ``ttl_margin`` (``unknown_ttl`` when the
+  lifetime is unknown): nothing stays for ever, and a refresh token
   outlives its access token by the margin at most.
 * ``<prefix>lock:<key>``: the renewal lock, a lease of ``lock_lease`` seconds
   that a keep-alive thread extends while the renewal runs (at most
@@ -14,8 +15,9 @@ protocol of our own. What Redis holds:
   fleet goes on when the lease ends.
 
 ``key`` is the scrypt-bound hash of the credentials and scope: no user name,
-e-mail address or secret appears in a key. Anyone who can read this Redis can
-read the tokens: protect it as you protect the credentials.
+e-mail address or secret appears in a key. A dump of this Redis is useless
+without the credentials; still, whoever can write to it can delete or replace
+entries (a replaced entry is ignored, and costs one token request).
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ from __future__ import annotations
 import threading
 import time
 
-from ._entry import decode_entry, encode_entry
+from ._entry import entry_expires_at
 from ._log import logger
-from ._token import Token
 
 # typing is not imported at run time: it costs 7 ms of the command's start-up.
 TYPE_CHECKING = False
@@ -203,8 +204,8 @@ class RedisTokenCache:
             raise ValueError("cache keys are lowercase hex strings")
         return f"{self.prefix}{kind}:{key}"
 
-    def load(self, key: str) -> Token | None:
-        """The token stored under ``key``, or None (missing, corrupt or foreign).
+    def load(self, key: str) -> str | None:
+        """The entry stored under ``key``, or None.
 
         Raises:
             redis.RedisError: Redis failed or timed out (the auth object warns
@@ -213,25 +214,23 @@ class RedisTokenCache:
         raw = self.client.get(self._name("token", key))
         if raw is None:
             return None
-        try:
-            return decode_entry(key, raw)
-        except ValueError as exc:
-            logger.warning("token cache entry in Redis is ignored: corrupt or foreign (%s)", exc)
-            return None
+        # Entries are ASCII; any other byte becomes one U+FFFD, and the auth
+        # object ignores (and replaces) what it cannot open.
+        return raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
 
-    def save(self, key: str, token: Token) -> None:
-        """Store ``token`` under ``key``, with a TTL (see the class).
+    def save(self, key: str, entry: str) -> None:
+        """Store ``entry`` under ``key``, with a TTL (see the class).
 
         Raises:
+            ValueError: ``entry`` is not a token cache entry.
             redis.RedisError: Redis failed or timed out.
         """
-        if token.expires_at is None:
+        expires_at = entry_expires_at(entry)
+        if expires_at is None:
             ttl = self._unknown_ttl
         else:
-            ttl = max(token.expires_at - time.time(), 0.0) + self._margin
-        self.client.set(
-            self._name("token", key), encode_entry(key, token), px=max(int(ttl * 1000), 1)
-        )
+            ttl = max(expires_at - time.time(), 0.0) + self._margin
+        self.client.set(self._name("token", key), entry, px=max(int(ttl * 1000), 1))
 
     def lock(self, key: str) -> CacheLock:
         """The renewal lock for ``key``: a ``redis.lock.Lock`` lease, kept alive

@@ -15,6 +15,8 @@ import pytest
 
 from helpers import send
 from semansys_auth import FileTokenCache, Token
+from semansys_auth._core import TokenCore
+from semansys_auth._entry import seal
 from semansys_auth.testing import SemansysEmulator
 
 METHODS = ["load", "save", "lock", "acquire", "release"]
@@ -42,18 +44,18 @@ class FailingCache:
 
     def __init__(self, failing: str) -> None:
         self.failing = failing
-        self.tokens: dict[str, Token] = {}
+        self.tokens: dict[str, str] = {}
         self.the_lock = FailingLock(failing)
 
-    def load(self, key: str) -> Token | None:
+    def load(self, key: str) -> str | None:
         if self.failing == "load":
             raise OSError("load on fire")
         return self.tokens.get(key)
 
-    def save(self, key: str, token: Token) -> None:
+    def save(self, key: str, entry: str) -> None:
         if self.failing == "save":
             raise OSError("save on fire")
-        self.tokens[key] = token
+        self.tokens[key] = entry
 
     def lock(self, key: str) -> FailingLock:
         if self.failing == "lock":
@@ -97,7 +99,7 @@ def test_after_a_failure_the_cache_is_left_alone_for_a_while(
     calls: list[str] = []
 
     class CountingCache(FailingCache):
-        def load(self, key: str) -> Token | None:
+        def load(self, key: str) -> str | None:
             calls.append("load")
             return super().load(key)
 
@@ -151,8 +153,11 @@ def test_an_unusable_directory_is_a_warning_and_the_request_goes_on(
         assert list(directory.iterdir()) == [], "nothing written to an untrusted directory"
 
 
-def put_token(cache: FileTokenCache, key: str) -> Path:
-    cache.save(key, Token(access_token="planted", expires_at=4e9, obtained_at=1e9))
+def put_token(cache: FileTokenCache, core: TokenCore) -> Path:
+    """A planted token file that ``core`` could open: ignored for where it is."""
+    key = core.cache_key()
+    token = Token(access_token="planted", expires_at=4e9, obtained_at=1e9)
+    cache.save(key, seal(key, core.sealing_key(), token))
     return cache.path(key)
 
 
@@ -162,7 +167,7 @@ def test_a_token_file_of_another_user_is_ignored(
 ) -> None:
     cache = FileTokenCache(tmp_path)
     auth = semansys_emulator.auth(token_cache=cache)
-    path = put_token(cache, auth._core.cache_key())
+    path = put_token(cache, auth._core)
     os.chown(path, 65534, 65534)
     with caplog.at_level(logging.WARNING, logger="semansys_auth"):
         reply = send("requests", auth, "GET", semansys_emulator.api_url + "/a")
@@ -177,7 +182,7 @@ def test_a_symlink_planted_at_the_token_file_is_not_followed(
     cache = FileTokenCache(tmp_path / "tokens")
     auth = semansys_emulator.auth(token_cache=cache)
     elsewhere = tmp_path / "elsewhere.json"
-    put_token(FileTokenCache(tmp_path / "other"), "ab" * 32).rename(elsewhere)
+    put_token(FileTokenCache(tmp_path / "other"), auth._core).rename(elsewhere)
     (tmp_path / "tokens").mkdir(mode=0o700)
     cache.path(auth._core.cache_key()).symlink_to(elsewhere)
     before = elsewhere.read_bytes()

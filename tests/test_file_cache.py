@@ -3,7 +3,6 @@ processes (one token request for N processes starting together)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
@@ -16,15 +15,20 @@ import pytest
 
 from helpers import send
 from semansys_auth import FileTokenCache, MemoryTokenCache, Token
+from semansys_auth._entry import seal, unseal
 from semansys_auth.testing import SemansysEmulator
+
+SEALING_KEY = bytes(range(32))
 
 
 def test_file_cache_round_trip_permissions_and_names(tmp_path: Path) -> None:
     cache = FileTokenCache(tmp_path / "tokens")
     token = Token(access_token="AT", refresh_token="RT", expires_at=2e9, obtained_at=1e9, scope="s")
     key = "ab" * 32
-    cache.save(key, token)
-    assert cache.load(key) == token
+    entry = seal(key, SEALING_KEY, token)
+    cache.save(key, entry)
+    assert cache.load(key) == entry, "stored verbatim"
+    assert unseal(key, SEALING_KEY, cache.load(key)) == token
     path = tmp_path / "tokens" / f"{key}.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "tokens").stat().st_mode) == 0o700
@@ -33,26 +37,38 @@ def test_file_cache_round_trip_permissions_and_names(tmp_path: Path) -> None:
         cache.load("../etc/passwd")
 
 
-@pytest.mark.parametrize("content", [b"{not json", b'{"format": "other"}', b"[]", b""])
+@pytest.mark.parametrize(
+    "content", [b"{not json", b'{"format": "other"}', b"[]", b"", b"\xff\xfe{}"]
+)
 def test_corrupt_or_foreign_file_is_replaced_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+    semansys_emulator: SemansysEmulator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    content: bytes,
 ) -> None:
     cache = FileTokenCache(tmp_path)
-    key = "ef" * 32
+    auth = semansys_emulator.auth(token_cache=cache)
+    key = auth._core.cache_key()
     path = tmp_path / f"{key}.json"
     path.write_bytes(content)
     path.chmod(0o600)
     with caplog.at_level(logging.WARNING, logger="semansys_auth"):
-        assert cache.load(key) is None
-    assert "corrupt or foreign" in caplog.text
-    cache.save(key, Token(access_token="AT", expires_at=None, obtained_at=1.0))
-    assert cache.load(key) is not None
+        reply = send("requests", auth, "GET", semansys_emulator.api_url + "/a")
+    assert reply.status == 200 and len(semansys_emulator.token_requests()) == 1
+    assert caplog.messages == [
+        "token cache entry ignored: not a semansys-auth token cache entry; it is replaced by "
+        "the next token"
+    ]
+    replaced = unseal(key, auth._core.sealing_key(), path.read_text())
+    assert replaced.authorization == reply.request_headers["authorization"]
 
 
 def test_world_readable_file_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = FileTokenCache(tmp_path)
     key = "01" * 32
-    cache.save(key, Token(access_token="AT", expires_at=None, obtained_at=1.0))
+    cache.save(
+        key, seal(key, SEALING_KEY, Token(access_token="AT", expires_at=None, obtained_at=1))
+    )
     (tmp_path / f"{key}.json").chmod(0o644)
     with caplog.at_level(logging.WARNING, logger="semansys_auth"):
         assert cache.load(key) is None
@@ -158,8 +174,9 @@ def test_processes_starting_together_make_one_token_request(
     tokens = {out.strip() for out, _ in outputs}
     assert len(tokens) == 1
     assert len(semansys_emulator.token_requests()) == 1
-    stored = json.loads(next((tmp_path / "cache").glob("*.json")).read_text())
-    assert stored["token"]["access_token"] == tokens.pop()
+    core = semansys_emulator.auth()._core
+    stored = next((tmp_path / "cache").glob("*.json")).read_text()
+    assert unseal(core.cache_key(), core.sealing_key(), stored).access_token == tokens.pop()
 
 
 def test_a_second_object_on_the_same_files_makes_no_request(

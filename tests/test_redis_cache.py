@@ -29,7 +29,10 @@ from semansys_auth import (
     Token,
     UserCredentialsError,
 )
+from semansys_auth._entry import seal, unseal
 from semansys_auth.testing import SemansysEmulator
+
+SEALING_KEY = bytes(range(32))
 
 
 @pytest.fixture(scope="module")
@@ -76,32 +79,59 @@ def test_entries_are_hashed_expire_and_hold_no_secret(
     for secret in ("demo-client-secret", "demo-password", "demo@example.com"):
         assert secret.encode() not in value
         assert secret not in next(iter(keys))
-    assert json.loads(value)["token"]["refresh_token"]
+    core = first._core
+    assert unseal(core.cache_key(), core.sealing_key(), value).refresh_token
 
 
 def test_a_token_of_unknown_lifetime_is_kept_an_hour(client: redis.Redis) -> None:
     cache = RedisTokenCache(client, ttl_margin=10, unknown_ttl=120)
     key = "ab" * 32
-    cache.save(key, Token(access_token="t", expires_at=None, obtained_at=time.time()))
+    unknown = Token(access_token="t", expires_at=None, obtained_at=time.time())
+    cache.save(key, seal(key, SEALING_KEY, unknown))
     assert 0 < client.pttl(f"semansys-auth:token:{key}") <= 120_000
-    cache.save(key, Token(access_token="t", expires_at=time.time() + 30, obtained_at=time.time()))
-    assert 0 < client.pttl(f"semansys-auth:token:{key}") <= 40_000
-    assert cache.load(key) is not None
+    known = Token(access_token="t", expires_at=time.time() + 30, obtained_at=time.time())
+    entry = seal(key, SEALING_KEY, known)
+    cache.save(key, entry)
+    assert 30_000 < client.pttl(f"semansys-auth:token:{key}") <= 40_000
+    assert cache.load(key) == entry, "stored verbatim"
+    assert unseal(key, SEALING_KEY, cache.load(key)) == known
+
+
+def test_only_entries_are_saved(client: redis.Redis) -> None:
+    """The TTL comes from the entry's expiry in the clear: anything else is refused."""
+    cache = RedisTokenCache(client)
+    with pytest.raises(ValueError, match="not a semansys-auth token cache entry"):
+        cache.save("ab" * 32, "not an entry")
+    assert client.keys("*") == []
 
 
 def test_a_corrupt_or_foreign_entry_is_ignored(
-    client: redis.Redis, caplog: pytest.LogCaptureFixture
+    semansys_emulator: SemansysEmulator, client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = RedisTokenCache(client)
-    key = "cd" * 32
+    auth = semansys_emulator.auth(token_cache=cache)
+    core = auth._core
+    name = f"semansys-auth:token:{core.cache_key()}"
     for value in (b"{not json", b'{"format": "other"}', json.dumps({"format": "x"}).encode()):
-        client.set(f"semansys-auth:token:{key}", value)
+        client.set(name, value)
+        assert cache.load(core.cache_key()) == value.decode(), "given back as it is"
+        semansys_emulator.expire_access_tokens()
         with caplog.at_level(logging.WARNING, logger="semansys_auth"):
-            assert cache.load(key) is None
-    assert "token cache entry in Redis is ignored" in caplog.text
-    cache.save("ef" * 32, Token(access_token="t", expires_at=None, obtained_at=1.0))
-    client.copy(f"semansys-auth:token:{'ef' * 32}", f"semansys-auth:token:{key}", replace=True)
-    assert cache.load(key) is None, "an entry written for another key is refused"
+            reply = send("httpx", auth, "GET", semansys_emulator.api_url + "/a")
+        assert reply.status == 200
+        stored = unseal(core.cache_key(), core.sealing_key(), client.get(name))
+        assert stored.authorization == reply.request_headers["authorization"], "replaced"
+    assert caplog.text.count("token cache entry ignored: not a semansys-auth token cache") == 3
+    other = "ef" * 32
+    cache.save(other, seal(other, core.sealing_key(), Token("t", expires_at=None, obtained_at=1)))
+    client.copy(f"semansys-auth:token:{other}", name, replace=True)
+    moved = client.get(name)
+    semansys_emulator.expire_access_tokens()
+    with caplog.at_level(logging.WARNING, logger="semansys_auth"):
+        reply = send("httpx", auth, "GET", semansys_emulator.api_url + "/a")
+    assert reply.status == 200 and reply.request_headers["authorization"] != "Bearer t"
+    assert "token cache entry ignored: cannot be decrypted" in caplog.text, "another key's entry"
+    assert client.get(name) != moved
 
 
 def test_a_wrong_password_with_a_warm_shared_cache_is_refused(

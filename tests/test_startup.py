@@ -31,7 +31,7 @@ def loaded_after(code: str, env: dict[str, str] | None = None) -> set[str]:
 
 def test_import_semansys_auth_imports_no_http_library() -> None:
     loaded = loaded_after("import semansys_auth")
-    assert not loaded & {*HEAVY, "typing", "logging"}
+    assert not loaded & {*HEAVY, "typing", "logging", "cryptography"}
 
 
 def test_the_auth_object_brings_httpx_only() -> None:
@@ -39,14 +39,14 @@ def test_the_auth_object_brings_httpx_only() -> None:
     token request is built; filelock when a file cache is first locked."""
     loaded = loaded_after("from semansys_auth import SemansysAuth, FileTokenCache")
     assert "httpx" in loaded
-    assert not loaded & {"requests", "aiohttp", "oauthlib", "filelock", "redis"}
+    assert not loaded & {"requests", "aiohttp", "oauthlib", "filelock", "redis", "cryptography"}
 
 
 def test_the_command_with_a_warm_cache_imports_no_http_library(
     semansys_emulator: SemansysEmulator, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEMANSYS_")}
-    env.update(semansys_emulator.env(), SEMANSYS_TOKEN_CACHE=str(tmp_path))
+    env.update(semansys_emulator.env(), SEMANSYS_TOKEN_CACHE=str(tmp_path / "cache"))
     run = textwrap.dedent(
         """
         import sys, io, contextlib
@@ -58,6 +58,39 @@ def test_the_command_with_a_warm_cache_imports_no_http_library(
     )
     cold = loaded_after(run, env)
     assert "requests" in cold, "the first run fetched a token"
-    warm = loaded_after(run, env)
-    assert not warm & {*HEAVY, "typing", "logging", "dataclasses"}
+    importers = tmp_path / "typing-importers"
+    warm = loaded_after(TYPING_IMPORTERS.format(str(importers)) + run, env)
+    assert not warm & {*HEAVY, "logging", "dataclasses"}
+    # Opening the sealed entry needs cryptography's AES-GCM, which imports
+    # typing itself; nothing else of cryptography (the sealing key is derived
+    # with the standard library's hmac, not cryptography's KDF modules).
+    assert "cryptography.hazmat.primitives.ciphers.aead" in warm
+    if "typing" in warm:
+        by = importers.read_text().split()
+        assert by and all(name.startswith("cryptography.") for name in by), by
+    assert not {m for m in warm if m.startswith("cryptography.hazmat.primitives.kdf")}
+    assert not {m for m in warm if m.startswith("cryptography.hazmat.primitives.hashes")}
     assert len(semansys_emulator.token_requests()) == 1
+
+
+# Writes to the file {0!r} the name of the module that imports typing.
+TYPING_IMPORTERS = textwrap.dedent(
+    """
+    import sys as _sys
+
+    class _Watch:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name == "typing":
+                frame = _sys._getframe(1)
+                while frame is not None and frame.f_globals.get("__name__", "").startswith(
+                    ("importlib", "_frozen_importlib")
+                ):
+                    frame = frame.f_back
+                with open({0!r}, "a") as out:
+                    print(frame.f_globals.get("__name__") if frame else None, file=out)
+            return None
+
+    _sys.meta_path.insert(0, _Watch)
+    """
+)

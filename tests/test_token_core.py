@@ -18,6 +18,7 @@ from semansys_auth import (
     UserCredentialsError,
 )
 from semansys_auth._core import Call, Policy, Sleep, TokenCore
+from semansys_auth._entry import seal, unseal
 from semansys_auth._oauth import EndpointRequest, EndpointResponse, TokenEndpoint
 from semansys_auth._token import Token, jwt_claims
 
@@ -69,6 +70,11 @@ def ok(
     if refresh:
         body["refresh_token"] = refresh
     return answer(200, body)
+
+
+def sealed(core: TokenCore, token: Token) -> str:
+    """``token`` as the core stores it: sealed under its keys."""
+    return seal(core.cache_key(), core.sealing_key(), token)
 
 
 def run(
@@ -312,12 +318,12 @@ def test_cache_gives_a_newer_token_but_not_an_older_one_after_a_401() -> None:
     core = make_core(clock, cache=cache)
     old = Token(access_token="at-0", expires_at=clock.now + 3600, obtained_at=clock.now - 10)
     first, _ = run(core.renew(), [ok("at-1")])  # saved to the cache
-    cache.save(core.cache_key(), old)  # an older token, written by a slow process
+    cache.save(core.cache_key(), sealed(core, old))  # an older token, written by a slow process
     held, steps = run(core.renew(first.authorization), [ok("at-2")])
     requests = [s for s in steps if isinstance(s, EndpointRequest)]
     assert held.authorization == "Bearer at-2" and len(requests) == 1, "the older one not taken"
     newer = Token(access_token="at-3", expires_at=clock.now + 3600, obtained_at=clock.now + 1)
-    cache.save(core.cache_key(), newer)  # another process renewed meanwhile
+    cache.save(core.cache_key(), sealed(core, newer))  # another process renewed meanwhile
     held, steps = run(core.renew(held.authorization), [])
     assert held.authorization == "Bearer at-3"
     assert not any(isinstance(s, EndpointRequest) for s in steps)
@@ -605,17 +611,27 @@ def test_a_new_token_ends_the_cooldown() -> None:
 
 
 class RecordingCache:
+    """Stores the entries it is given; ``put`` and ``token`` seal and open them
+    with a core's keys, for the tests."""
+
     def __init__(self) -> None:
-        self.tokens: dict[str, Token] = {}
+        self.entries: dict[str, str] = {}
         self.calls: list[str] = []
 
-    def load(self, key: str) -> Token | None:
+    def load(self, key: str) -> str | None:
         self.calls.append("load")
-        return self.tokens.get(key)
+        return self.entries.get(key)
 
-    def save(self, key: str, token: Token) -> None:
+    def save(self, key: str, entry: str) -> None:
         self.calls.append("save")
-        self.tokens[key] = token
+        self.entries[key] = entry
+
+    def put(self, core: TokenCore, token: Token) -> None:
+        self.entries[core.cache_key()] = sealed(core, token)
+
+    def token(self, core: TokenCore) -> Token:
+        key = core.cache_key()
+        return unseal(key, core.sealing_key(), self.entries[key])
 
 
 def test_a_new_token_is_saved_under_the_key() -> None:
@@ -623,7 +639,7 @@ def test_a_new_token_is_saved_under_the_key() -> None:
     core = make_core(Clock(), cache=cache)
     held, _ = run(core.renew(), [ok("at-1")])
     assert cache.calls == ["load", "save"]
-    assert cache.tokens == {core.cache_key(): held}
+    assert list(cache.entries) == [core.cache_key()] and cache.token(core) == held
 
 
 def test_a_fresh_cached_token_is_taken_without_a_request() -> None:
@@ -632,9 +648,9 @@ def test_a_fresh_cached_token_is_taken_without_a_request() -> None:
     infos: list[Any] = []
     core = make_core(clock, cache=cache, on_token=infos.append)
     cached = Token(access_token="from-cache", expires_at=clock.now + 3600, obtained_at=clock.now)
-    cache.tokens[core.cache_key()] = cached
+    cache.put(core, cached)
     held, steps = run(core.renew(), [])
-    assert held is cached and requests_of(steps) == []
+    assert held == cached and requests_of(steps) == []
     assert cache.calls == ["load"], "a token from the cache is not saved back"
     assert infos == [cached.info(from_cache=True)]
     assert core.info() == cached.info(from_cache=True)
@@ -645,7 +661,7 @@ def test_a_cached_token_due_for_renewal_is_not_taken() -> None:
     cache = RecordingCache()
     core = make_core(clock, cache=cache)
     due = Token(access_token="due", expires_at=clock.now + 60, obtained_at=clock.now - 3540)
-    cache.tokens[core.cache_key()] = due
+    cache.put(core, due)
     held, steps = run(core.renew(), [ok("at-1")])
     assert held.access_token == "at-1" and len(requests_of(steps)) == 1
 
@@ -660,12 +676,12 @@ def test_the_next_day_a_fresh_process_uses_the_cached_refresh_token() -> None:
         access_token="old", expires_at=clock.now - 80000, obtained_at=clock.now - 83600,
         refresh_token="rt-yesterday",
     )  # fmt: skip
-    cache.tokens[core.cache_key()] = yesterday
+    cache.put(core, yesterday)
     held, steps = run(core.renew(), [ok("at-today", refresh="rt-today")])
     (request,) = requests_of(steps)
     assert form(request)["grant_type"] == "refresh_token"
     assert form(request)["refresh_token"] == "rt-yesterday"
-    assert cache.tokens[core.cache_key()] == held and held.refresh_token == "rt-today"
+    assert cache.token(core) == held and held.refresh_token == "rt-today"
 
 
 def test_a_newer_refresh_token_written_by_another_process_is_used() -> None:
@@ -678,7 +694,7 @@ def test_a_newer_refresh_token_written_by_another_process_is_used() -> None:
         access_token="at-other", expires_at=clock.now - 1, obtained_at=clock.now - 100,
         refresh_token="rt-rotated",
     )  # fmt: skip
-    cache.tokens[core.cache_key()] = rotated  # newer than ours, spent, with a newer refresh token
+    cache.put(core, rotated)  # newer than ours, spent, with a newer refresh token
     _, steps = run(core.renew(), [ok("at-2")])
     assert form(requests_of(steps)[0])["refresh_token"] == "rt-rotated"
 
@@ -692,7 +708,7 @@ def test_a_cached_token_no_newer_than_ours_is_ignored() -> None:
         access_token="at-0", expires_at=clock.now - 1, obtained_at=clock.now - 100,
         refresh_token="rt-0",
     )  # fmt: skip
-    cache.tokens[core.cache_key()] = old
+    cache.put(core, old)
     clock.now += 3600
     _, steps = run(core.renew(), [ok("at-2")])
     assert form(requests_of(steps)[0])["refresh_token"] == "rt-1"
@@ -704,7 +720,7 @@ def test_a_cache_that_fails_is_left_alone_for_thirty_seconds(
     clock = Clock()
 
     class Failing(RecordingCache):
-        def load(self, key: str) -> Token | None:
+        def load(self, key: str) -> str | None:
             self.calls.append("load")
             raise OSError("disk on fire")
 
@@ -739,14 +755,14 @@ def test_a_cache_that_returns_something_else_is_a_failure(
         held, _ = run(core.renew(), [ok()])
     assert held.access_token == "at-1"
     assert caplog.messages == [
-        "token cache load failed: TypeError: it returned a dict; going on without the cache "
-        "for 30 s"
+        "token cache load failed: TypeError: it returned a dict, not the entry it was given; "
+        "going on without the cache for 30 s"
     ]
 
 
 def test_a_failing_save_and_callback_are_warnings(caplog: pytest.LogCaptureFixture) -> None:
     class NoSave(RecordingCache):
-        def save(self, key: str, token: Token) -> None:
+        def save(self, key: str, entry: str) -> None:
             raise OSError("read-only")
 
     def explode(info: Any) -> None:
@@ -797,18 +813,25 @@ def test_a_cache_lock_that_fails_is_a_warning(caplog: pytest.LogCaptureFixture) 
     ]
 
 
-def test_the_key_is_computed_once() -> None:
-    core = make_core(Clock())
-    calls: list[int] = []
-    real = core.endpoint.cache_key
+def test_the_keys_are_computed_once_together() -> None:
+    """One scrypt per object: the cache key and the sealing key come from the
+    same derivation, whichever is asked for first, and saves and loads reuse it."""
+    real = make_core(Clock()).endpoint.cache_keys()
+    for first in ("cache_key", "sealing_key"):
+        cache = RecordingCache()
+        core = make_core(Clock(), cache=cache)
+        calls: list[int] = []
+        derive = core.endpoint.cache_keys
 
-    def counted() -> str:
-        calls.append(1)
-        return real()
+        def counted(derive: Any = derive, calls: list[int] = calls) -> tuple[str, bytes]:
+            calls.append(1)
+            return derive()
 
-    core.endpoint.cache_key = counted  # type: ignore[method-assign]
-    assert core.cache_key() == core.cache_key() == real()
-    assert calls == [1]
+        core.endpoint.cache_keys = counted  # type: ignore[method-assign]
+        getattr(core, first)()
+        assert (core.cache_key(), core.sealing_key()) == real
+        run(core.renew(), [ok()])  # a load and a save
+        assert cache.calls == ["load", "save"] and calls == [1]
 
 
 # -- 401 -------------------------------------------------------------------------------------
@@ -932,7 +955,7 @@ def test_a_cached_token_as_old_as_ours_is_not_taken() -> None:
     ours, _ = run(core.renew(), [ok("at-1")])
     clock.now += 3550  # renewal due
     twin = Token(access_token="at-twin", expires_at=clock.now + 7200, obtained_at=ours.obtained_at)
-    cache.tokens[core.cache_key()] = twin
+    cache.put(core, twin)
     renewed, steps = run(core.renew(), [ok("at-2")])
     assert renewed.access_token == "at-2" and len(requests_of(steps)) == 1
 
@@ -942,7 +965,7 @@ def test_after_a_401_the_cache_does_not_give_the_refused_token_back() -> None:
     cache = RecordingCache()
     core = make_core(clock, cache=cache)
     refused, _ = run(core.renew(), [ok("at-1")])
-    assert cache.tokens[core.cache_key()] is refused
+    assert cache.token(core) == refused
     renewed, steps = run(core.renew(refused.authorization), [ok("at-2")])
     assert renewed.access_token == "at-2" and len(requests_of(steps)) == 1
 
@@ -957,7 +980,7 @@ def test_the_debug_log_says_how_long_a_token_has_left(caplog: pytest.LogCaptureF
     clock = Clock()
     cache = RecordingCache()
     core = make_core(clock, cache=cache)
-    cache.tokens[core.cache_key()] = Token(access_token="no-expiry", expires_at=None, obtained_at=1)
+    cache.put(core, Token(access_token="no-expiry", expires_at=None, obtained_at=1))
     with caplog.at_level("DEBUG", logger="semansys_auth"):
         run(core.renew(), [])
     assert "token taken from the cache (expiry unknown)" in caplog.messages
@@ -977,9 +1000,9 @@ def test_a_lock_free_look_at_the_cache() -> None:
     nothing, steps = run(core.cached(), [])
     assert nothing is None and [type(step) for step in steps] == [Call]
     fresh = Token(access_token="from-cache", expires_at=clock.now + 3600, obtained_at=clock.now)
-    cache.tokens[core.cache_key()] = fresh
+    cache.put(core, fresh)
     held, steps = run(core.cached(), [])
-    assert held is fresh and requests_of(steps) == [] and core.usable() is fresh
+    assert held == fresh and requests_of(steps) == [] and core.usable() is held
     clock.now += 3540  # due for renewal: not taken
     core = make_core(clock, cache=cache)
     assert run(core.cached(), [])[0] is None
