@@ -222,8 +222,13 @@ class FileTokenCache:
     a 0700 directory and replaced atomically (write to a temporary file, fsync,
     rename), so a reader never sees half a token. ``lock(key)`` returns a file
     lock (``<key>.lock``) that the auth object holds while it renews: N processes
-    starting together make one token request. A corrupt, foreign or unsafe file
-    is ignored with a warning and replaced by the next save.
+    starting together make one token request, also processes forked from one
+    parent. A corrupt, foreign or unsafe file (garbage, a FIFO, a socket, a
+    link, a device) is ignored with a warning, never waited on, and replaced by
+    the next save; a lock path that is not a regular file is a warning and the
+    renewal goes on without the lock. The directories the cache creates (the
+    missing parents too) are 0700 whatever the umask, also when the directory
+    is removed while the process runs. ``clear()`` removes entries.
 
     The file holds the access and refresh tokens in clear: like ``~/.netrc`` or
     ``~/.aws/credentials``, it is protected by its permissions only.

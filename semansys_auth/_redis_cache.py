@@ -11,7 +11,13 @@ protocol of our own. What Redis holds:
 * ``<prefix>lock:<key>``: the renewal lock, a lease of ``lock_lease`` seconds
   that a keep-alive thread extends while the renewal runs (at most
   ``max_lock_hold`` seconds). A holder that dies stops extending it, and the
-  fleet goes on when the lease ends.
+  fleet goes on when the lease ends. A renewal waits one lease at most for a
+  lock held by someone else, then goes on without it (with a warning). Our
+  leases always have a TTL: a lock key without one is foreign (a crashed tool,
+  a hand-made ``SET``) and is removed with a warning.
+
+A value of another type at a token key (a list, a hash) is a miss with a
+warning, and the next save replaces it. ``clear()`` removes entries.
 
 ``key`` is the scrypt-bound hash of the credentials and scope: no user name,
 e-mail address or secret appears in a key. Anyone who can read this Redis can
@@ -310,9 +316,20 @@ class RedisTokenCache:
         Returns:
             The cache.
 
+        Query options of the URL: ``db``, ``socket_timeout``,
+        ``socket_connect_timeout``, ``socket_keepalive``, ``retry_on_timeout``,
+        ``health_check_interval``, ``client_name``, ``username``, ``password``,
+        ``protocol``; for ``rediss://`` also ``ssl_cert_reqs``, ``ssl_ca_certs``,
+        ``ssl_ca_path``, ``ssl_certfile``, ``ssl_keyfile`` and
+        ``ssl_check_hostname``. Any other is refused here rather than failing
+        on the first connection.
+
         Raises:
             ImportError: redis-py is missing: ``pip install 'semansys-auth[redis]'``.
-            ValueError: ``url`` is not a Redis URL (the message does not quote it).
+            TypeError: ``url`` is not a string.
+            ValueError: ``url`` is not a Redis URL, or one of its query options is
+                unknown or has a bad value. The message names the option, and
+                never quotes the URL or a value (they may hold a password).
         """
         try:
             import redis
