@@ -116,7 +116,7 @@ def _unlink_lock_if_free(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISREG(info.st_mode):
-        path.unlink()  # foreign (a link, a FIFO...): nobody holds it through us
+        _unlink(path)  # foreign (a link, a FIFO...): nobody holds it through us
         return
     try:
         import fcntl

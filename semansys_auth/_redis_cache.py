@@ -107,26 +107,52 @@ _URL_OPTIONS = {
     "password": _to_text,
     "protocol": _to_protocol,
 }
+
+
+def _to_file(text: str) -> str:
+    if not os.path.isfile(text):
+        raise ValueError
+    return text
+
+
+def _to_directory(text: str) -> str:
+    if not os.path.isdir(text):
+        raise ValueError
+    return text
+
+
+def _to_cert_reqs(text: str) -> str:
+    if text not in ("none", "optional", "required"):
+        raise ValueError
+    return text
+
+
 _TLS_OPTIONS = {
-    "ssl_cert_reqs": lambda text: text if text in ("none", "optional", "required") else _no(),
-    "ssl_ca_certs": _to_text,
-    "ssl_ca_path": _to_text,
-    "ssl_certfile": _to_text,
-    "ssl_keyfile": _to_text,
+    "ssl_cert_reqs": _to_cert_reqs,
+    "ssl_ca_certs": _to_file,
+    "ssl_ca_path": _to_directory,
+    "ssl_certfile": _to_file,
+    "ssl_keyfile": _to_file,
     "ssl_check_hostname": _to_bool,
+}
+_WANTED = {
+    _to_seconds: "a number of seconds above 0",
+    _to_count: "a whole number from 0",
+    _to_bool: "true or false",
+    _to_protocol: "2 or 3",
+    _to_file: "the path of an existing file",
+    _to_directory: "the path of an existing directory",
+    _to_cert_reqs: "none, optional or required",
 }
 
 
-def _no() -> str:
-    raise ValueError
-
-
 def _option_name(name: str) -> str:
-    """An option's name for a message: quoted when it looks like a name, since
-    anything else in a URL (a misplaced password?) must not be shown."""
-    if len(name) <= 40 and name.isascii() and name.replace("_", "").isalnum():
+    """An option's name for a message: quoted only when it is made of lowercase
+    letters and underscores, like every option name. Anything else (a password
+    put in the query by mistake?) is not shown."""
+    if 0 < len(name) <= 40 and all("a" <= c <= "z" or c == "_" for c in name):
         return repr(name)
-    return "an option whose name is not a plain word"
+    return "an option whose name is not lowercase letters and underscores"
 
 
 def _check_url_options(url: str) -> None:
@@ -141,7 +167,11 @@ def _check_url_options(url: str) -> None:
     known = dict(_URL_OPTIONS)
     if parts.scheme.lower() == "rediss":
         known.update(_TLS_OPTIONS)
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    for name, _ in pairs:
+        if name == "ssl_keyfile" and "ssl_certfile" not in dict(pairs):
+            raise ValueError("the Redis URL option 'ssl_keyfile' needs 'ssl_certfile' as well")
+    for name, value in pairs:
         check = known.get(name)
         if check is None:
             raise ValueError(
@@ -151,9 +181,9 @@ def _check_url_options(url: str) -> None:
         try:
             check(value)
         except ValueError:
+            wanted = _WANTED.get(check, "a value")
             raise ValueError(
-                f"the Redis URL option {_option_name(name)} has a bad value: give "
-                + ("a number of seconds above 0" if check is _to_seconds else "a valid value")
+                f"the Redis URL option {_option_name(name)} has a bad value: give {wanted}"
             ) from None
 
 
