@@ -74,10 +74,11 @@ def _to_count(text: str) -> int:
 
 
 def _to_bool(text: str) -> bool:
+    # Only words that redis-py reads the same way ("off" would be True there).
     lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
+    if lowered in ("1", "true", "yes"):
         return True
-    if lowered in ("0", "false", "no", "off"):
+    if lowered in ("0", "false", "no"):
         return False
     raise ValueError
 

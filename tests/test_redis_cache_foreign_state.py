@@ -158,6 +158,8 @@ def test_a_token_key_of_another_type_is_a_miss_and_replaced(
         ("ssl_cert_reqs=none", "'ssl_cert_reqs'"),  # only for rediss://
         ("decode_responses=1", "'decode_responses'"),
         ("protocol=9", "'protocol'"),
+        ("socket_keepalive=off", "'socket_keepalive'"),  # redis-py would read it as true
+        ("db=", "'db'"),
         ("hunter2", "an option whose name is not lowercase letters and underscores"),
         ("Secret-Pass=1", "an option whose name is not lowercase letters and underscores"),
     ],
@@ -180,10 +182,13 @@ def test_tls_options_are_accepted_for_rediss(redis_server: RedisServer) -> None:
 def test_known_url_options_reach_the_client(redis_server: RedisServer) -> None:
     cache = RedisTokenCache.from_url(
         f"{redis_server.url}?db=3&socket_timeout=0.5&client_name=worker&retry_on_timeout=yes"
+        "&socket_keepalive=no"
     )
     kwargs = cache.client.connection_pool.connection_kwargs
     assert (kwargs["db"], kwargs["socket_timeout"], kwargs["client_name"]) == (3, 0.5, "worker")
+    assert (kwargs["retry_on_timeout"], kwargs["socket_keepalive"]) == (True, False)
     assert cache.load(KEY) is None
+    cache.client.close()
 
 
 NAMES = sorted({*_URL_OPTIONS, *_TLS_OPTIONS, "bogus", "retry", "timeout", "decode_responses"})
