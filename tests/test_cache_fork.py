@@ -147,3 +147,33 @@ def test_a_forked_child_never_releases_the_parents_redis_lease(
         finally:
             lock.release()
         assert client.exists("semansys-auth:lock:" + "ab" * 32) == 0
+
+
+def test_a_file_cache_guard_held_at_the_fork_does_not_block_the_child(tmp_path: Path) -> None:
+    """A thread inside ``lock()`` at the moment of the fork holds the cache's guard;
+    in the child, where that thread does not exist, the guard is a new one."""
+    cache = FileTokenCache(tmp_path / "tokens")
+    parents = cache.lock("ab" * 32)
+    context = multiprocessing.get_context("fork")
+    receive, send_end = context.Pipe(duplex=False)
+
+    def child(out: Connection) -> None:
+        lock = cache.lock("ab" * 32)
+        got = lock.acquire(1)
+        lock.release()
+        out.send((got, lock is not parents))
+        out.close()
+
+    with cache._guard:  # as if another thread were inside lock() at the fork
+        process = context.Process(target=child, args=(send_end,))
+        process.start()
+    send_end.close()
+    try:
+        assert receive.poll(20), "the child is stuck on the inherited guard"
+        assert receive.recv() == (True, True), "a new lock object of the child's own"
+    finally:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=10)
+        receive.close()
