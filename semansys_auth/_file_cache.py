@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -169,6 +170,7 @@ class _FileLock:
         self._path = path
         self._pid = -1
         self._lock: Any = None
+        self._turn = threading.Lock()
         self._held = False
 
     def _filelock(self) -> Any:
@@ -177,9 +179,12 @@ class _FileLock:
             import filelock
 
             # thread_local=False: async clients acquire and release it from worker
-            # threads that need not be the same one.
+            # threads that need not be the same one. That also makes it re-entrant
+            # across threads, so self._turn gives it to one holder of this process
+            # at a time (two auth objects sharing this cache).
             self._lock = filelock.FileLock(str(self._path), mode=0o600, thread_local=False)
             self._pid = os.getpid()
+            self._turn = threading.Lock()
             self._held = False
         return self._lock
 
@@ -187,31 +192,47 @@ class _FileLock:
         import filelock
 
         lock = self._filelock()
-        self._cache._checked_directory()
-        try:
-            info = os.lstat(self._path)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISREG(info.st_mode):
-                logger.warning(
-                    "token cache lock file %s is %s, not a file this cache made: renewing "
-                    "without the lock; remove it",
-                    self._path,
-                    _kind(info.st_mode),
-                )
-                return True
-        try:
-            lock.acquire(timeout=timeout, poll_interval=0.01)
-        except filelock.Timeout:
+        turn = self._turn
+        started = time.monotonic()
+        if not (turn.acquire(timeout=timeout) if timeout > 0 else turn.acquire(blocking=False)):
             return False
+        try:
+            self._cache._checked_directory()
+            try:
+                info = os.lstat(self._path)
+            except FileNotFoundError:
+                pass
+            else:
+                if not stat.S_ISREG(info.st_mode):
+                    logger.warning(
+                        "token cache lock file %s is %s, not a file this cache made: renewing "
+                        "without the lock; remove it",
+                        self._path,
+                        _kind(info.st_mode),
+                    )
+                    self._held = False
+                    return True
+            left = max(timeout - (time.monotonic() - started), 0.0)
+            try:
+                lock.acquire(timeout=left, poll_interval=0.01)
+            except filelock.Timeout:
+                turn.release()
+                return False
+        except BaseException:
+            turn.release()
+            raise
         self._held = True
         return True
 
     def release(self) -> None:
-        if self._held and self._pid == os.getpid():
-            self._held = False
-            self._lock.release()
+        if self._pid != os.getpid():
+            return  # taken before a fork: the parent releases it
+        try:
+            if self._held:
+                self._held = False
+                self._lock.release()
+        finally:
+            self._turn.release()
 
 
 class FileTokenCache:

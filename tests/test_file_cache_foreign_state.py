@@ -16,8 +16,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -422,3 +424,26 @@ def test_clear_then_a_request_makes_a_new_token(
     second = semansys_emulator.auth(token_cache=FileTokenCache(directory))
     assert send("requests", second, "GET", semansys_emulator.api_url + "/b").status == 200
     assert len(semansys_emulator.token_requests()) == 2, "the cleared token was not reused"
+
+
+@pytest.mark.timeout(60)
+def test_two_objects_sharing_one_cache_object_take_turns_and_leave_the_lock_free(
+    semansys_emulator: SemansysEmulator, directory: Path
+) -> None:
+    """filelock objects are re-entrant across threads: two auth objects of one
+    process sharing one FileTokenCache must still take turns."""
+    semansys_emulator.token_delay = 0.3
+    cache = FileTokenCache(directory)
+    auths = [semansys_emulator.auth(token_cache=cache) for _ in range(2)]
+    barrier = threading.Barrier(2)
+
+    def one(auth: object) -> int:
+        barrier.wait(timeout=10)
+        return send("requests", auth, "GET", semansys_emulator.api_url + "/a").status
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(one, auths, timeout=30)) == [200, 200]
+    assert len(semansys_emulator.token_requests()) == 1
+    other = FileTokenCache(directory).lock(auths[0]._core.cache_key())  # as another process
+    assert other.acquire(0.5), "nothing is left held"
+    other.release()
