@@ -26,11 +26,17 @@ import pytest
 
 from helpers import send
 from semansys_auth import FileTokenCache, Token
+from semansys_auth._entry import seal
 from semansys_auth._file_cache import UnsafeCacheError
 from semansys_auth.testing import SemansysEmulator
 
 KEY = "ab" * 32
-TOKEN = Token(access_token="AT", refresh_token="RT", expires_at=4e9, obtained_at=1e9)
+# An entry as the auth object hands it to the cache (sealed; the cache stores it verbatim).
+TOKEN = seal(
+    "ab" * 32,
+    bytes(32),
+    Token(access_token="AT", refresh_token="RT", expires_at=4e9, obtained_at=1e9),
+)
 
 
 def make_fifo(path: Path) -> None:
@@ -167,13 +173,15 @@ UMASK_SCRIPT = textwrap.dedent(
     """
     import os, shutil, stat, sys
     from pathlib import Path
+    from semansys_auth._entry import seal
     from semansys_auth import FileTokenCache, Token
+from semansys_auth._entry import seal
     os.umask(int(sys.argv[2], 8))
     base = Path(sys.argv[1])
     root = base / "a"
     cache = FileTokenCache(root / "b" / "tokens")
     key = "cd" * 32
-    token = Token(access_token="AT", expires_at=4e9, obtained_at=1e9)
+    token = seal(key, bytes(32), Token(access_token="AT", expires_at=4e9, obtained_at=1e9))
 
     def modes():
         return [oct(stat.S_IMODE(p.stat().st_mode)) for p in

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from helpers import send
 from redis_server import RedisServer
 from semansys_auth import RedisTokenCache, Token
+from semansys_auth._entry import seal
 from semansys_auth._config import cache_wait
 from semansys_auth._redis_cache import _TLS_OPTIONS, _URL_OPTIONS
 from semansys_auth.testing import SemansysEmulator
@@ -242,7 +243,8 @@ def test_any_url_query_gives_a_value_error_or_a_cache_that_works(
 
 
 def put(cache: RedisTokenCache, key: str) -> None:
-    cache.save(key, Token(access_token="AT", expires_at=time.time() + 600, obtained_at=1.0))
+    token = Token(access_token="AT", expires_at=time.time() + 600, obtained_at=1.0)
+    cache.save(key, seal(key, bytes(32), token))
 
 
 def test_clear_one_key(client: redis.Redis) -> None:
