@@ -175,7 +175,6 @@ UMASK_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from semansys_auth._entry import seal
     from semansys_auth import FileTokenCache, Token
-from semansys_auth._entry import seal
     os.umask(int(sys.argv[2], 8))
     base = Path(sys.argv[1])
     root = base / "a"

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from helpers import send
 from redis_server import RedisServer
 from semansys_auth import RedisTokenCache, Token
-from semansys_auth._entry import seal
 from semansys_auth._config import cache_wait
+from semansys_auth._entry import seal
 from semansys_auth._redis_cache import _TLS_OPTIONS, _URL_OPTIONS
 from semansys_auth.testing import SemansysEmulator
 
