@@ -767,7 +767,8 @@ def _redacted(text: str) -> str:
     from ._redact import Redactor, shown
 
     secrets = [os.environ.get("SEMANSYS_CLIENT_SECRET"), os.environ.get("SEMANSYS_PASSWORD")]
-    return shown(text, Redactor(secrets), 400)
+    # Not cut here: _fail cuts, and says how much it cut.
+    return shown(text, Redactor([*secrets, *_read_secrets]), sys.maxsize)
 
 
 def _verbose() -> None:
@@ -802,6 +803,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns (or exits with) a documented exit code."""
     _open_standard_descriptors()
+    _read_secrets.clear()
     try:
         args = _parse(argv)
         if args.command not in _TOKEN_COMMANDS:
@@ -819,6 +821,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if given:
                 option = "--" + given[0].replace("_", "-")
                 raise _UsageError(f"{option} applies to the token, inspect and cache commands only")
+        if sys.stdout is None:
+            # Found before any prompt, token request or change to the cache.
+            raise _OutputError("it is closed")
         if getattr(args, "verbose", False):
             _verbose()
         command = {
