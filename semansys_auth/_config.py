@@ -129,6 +129,16 @@ def check_cache(cache: object) -> object:
     return cache
 
 
+def cache_wait(timeout: float, cache: object) -> float:
+    """How long a renewal waits for another process's cache lock: one token
+    request ``timeout``, or the cache's own ``max_lock_wait`` when shorter (a
+    Redis lease). Then it goes on without the lock, with a warning."""
+    bound = getattr(cache, "max_lock_wait", None)
+    if isinstance(bound, (int, float)) and not isinstance(bound, bool) and 0 <= bound < timeout:
+        return float(bound)
+    return timeout
+
+
 def build(
     *,
     client_id: object,
@@ -181,7 +191,7 @@ def build(
     callback: Callable[[TokenInfo], object] | None = on_token
     core = TokenCore(endpoint, policy, cache=check_cache(token_cache), on_token=callback)
     budget = policy.fetch_budget(seconds)
-    lock = FetchLock(core, wait_limit=budget * 2, cache_wait=budget)
+    lock = FetchLock(core, wait_limit=budget * 2, cache_wait=cache_wait(seconds, core.cache))
     settings = Settings(
         timeout=seconds,
         api_version=check_api_version(api_version),

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import threading
+import time
+import weakref
 from pathlib import Path
 
 from ._entry import MAX_ENTRY_BYTES, decode_entry, encode_entry
@@ -22,6 +25,8 @@ from ._token import Token
 # typing is not imported at run time: it costs 7 ms of the command's start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._cache import CacheLock
 
 __all__ = ["FileTokenCache", "UnsafeCacheError"]
@@ -29,6 +34,15 @@ __all__ = ["FileTokenCache", "UnsafeCacheError"]
 
 _HEX = frozenset("0123456789abcdef")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+# What clear() may remove: entries, their lock files, and the temporary files of
+# an interrupted save. Nothing else in the directory is touched.
+_ENTRY = re.compile(r"[0-9a-f]{32,128}\.json")
+_LOCK = re.compile(r"[0-9a-f]{32,128}\.lock")
+_TEMPORARY = re.compile(r"\.[0-9a-f]{32,128}\..+\.tmp", re.DOTALL)
+_FIX = "choose another cache directory"
 
 
 class UnsafeCacheError(OSError):
@@ -41,26 +55,184 @@ def _uid() -> int | None:
     return None if geteuid is None else int(geteuid())
 
 
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _make_private_directory(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each with mode 0700.
+
+    ``mkdir(mode=0o700)`` is not enough: the umask masks the mode, and
+    ``parents=True`` gives the parents the umask's mode. So each directory this
+    creates is chmod-ed afterwards, through a descriptor opened without following
+    links (never a path someone swapped in between). The umask is process-wide:
+    changing it here would race with other threads.
+    """
+    missing = []
+    current = directory
+    while not os.path.lexists(current) and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue  # made by someone else meanwhile: the trust checks judge it
+        if hasattr(os, "fchmod"):
+            fd = os.open(path, _DIRECTORY_FLAGS)
+            try:
+                os.fchmod(fd, 0o700)
+            finally:
+                os.close(fd)
+
+
+def _unlink(path: Path) -> bool:
+    """Remove ``path`` (a link itself, never its target); whether it was there."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _unlink_lock_if_free(path: Path) -> None:
+    """Remove a lock file unless someone holds it.
+
+    The file is removed while this holds its lock, so no holder can lose it;
+    filelock notices an unlinked lock file after taking it, and tries again.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        _unlink(path)  # foreign (a link, a FIFO...): nobody holds it through us
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: a held lock file cannot be removed there anyway
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NONBLOCK", 0) | _NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # held: left alone
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.lstat(path), os.fstat(fd)):
+                path.unlink()
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+_CACHES: weakref.WeakSet[FileTokenCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # filelock objects refuse to work in a forked child ("inherited across fork"),
+    # and a guard held by another thread at the fork would stay held forever.
+    for cache in list(_CACHES):
+        cache._locks = {}
+        cache._guard = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _FileLock:
-    """A ``filelock.FileLock`` as a :class:`CacheLock` (filelock imported on first use)."""
+    """A ``filelock.FileLock`` as a :class:`CacheLock` (filelock imported on first use).
 
-    def __init__(self, path: Path) -> None:
-        import filelock
+    Before each acquire the directory is checked (and re-created 0700 if it was
+    removed: filelock would re-create it with the umask's mode), and a lock path
+    that is not a regular file (a FIFO, a socket, a link, a directory) is a
+    warning: the renewal goes on without the lock rather than fail or wait.
+    """
 
-        # thread_local=False: async clients acquire and release it from worker
-        # threads that need not be the same one.
-        self._lock = filelock.FileLock(str(path), mode=0o600, thread_local=False)
-        self._timeout_type: type[BaseException] = filelock.Timeout
+    def __init__(self, cache: FileTokenCache, path: Path) -> None:
+        self._cache = cache
+        self._path = path
+        self._pid = -1
+        self._lock: Any = None
+        self._turn = threading.Lock()
+        self._held = False
+
+    def _filelock(self) -> Any:
+        # One filelock object per process: filelock refuses one made before a fork.
+        if self._lock is None or self._pid != os.getpid():
+            import filelock
+
+            # thread_local=False: async clients acquire and release it from worker
+            # threads that need not be the same one. That also makes it re-entrant
+            # across threads, so self._turn gives it to one holder of this process
+            # at a time (two auth objects sharing this cache).
+            self._lock = filelock.FileLock(str(self._path), mode=0o600, thread_local=False)
+            self._pid = os.getpid()
+            self._turn = threading.Lock()
+            self._held = False
+        return self._lock
 
     def acquire(self, timeout: float) -> bool:
-        try:
-            self._lock.acquire(timeout=timeout, poll_interval=0.01)
-        except self._timeout_type:
+        import filelock
+
+        lock = self._filelock()
+        turn = self._turn
+        started = time.monotonic()
+        if not (turn.acquire(timeout=timeout) if timeout > 0 else turn.acquire(blocking=False)):
             return False
+        try:
+            self._cache._checked_directory()
+            try:
+                info = os.lstat(self._path)
+            except FileNotFoundError:
+                pass
+            else:
+                if not stat.S_ISREG(info.st_mode):
+                    logger.warning(
+                        "token cache lock file %s is %s, not a file this cache made: renewing "
+                        "without the lock; remove it",
+                        self._path,
+                        _kind(info.st_mode),
+                    )
+                    self._held = False
+                    return True
+            left = max(timeout - (time.monotonic() - started), 0.0)
+            try:
+                lock.acquire(timeout=left, poll_interval=0.01)
+            except filelock.Timeout:
+                turn.release()
+                return False
+        except BaseException:
+            turn.release()
+            raise
+        self._held = True
         return True
 
     def release(self) -> None:
-        self._lock.release()
+        if self._pid != os.getpid():
+            return  # taken before a fork: the parent releases it
+        try:
+            if self._held:
+                self._held = False
+                self._lock.release()
+        finally:
+            self._turn.release()
 
 
 class FileTokenCache:
@@ -71,8 +243,13 @@ class FileTokenCache:
     a 0700 directory and replaced atomically (write to a temporary file, fsync,
     rename), so a reader never sees half a token. ``lock(key)`` returns a file
     lock (``<key>.lock``) that the auth object holds while it renews: N processes
-    starting together make one token request. A corrupt, foreign or unsafe file
-    is ignored with a warning and replaced by the next save.
+    starting together make one token request, also processes forked from one
+    parent. A corrupt, foreign or unsafe file (garbage, a FIFO, a socket, a
+    link, a device) is ignored with a warning, never waited on, and replaced by
+    the next save; a lock path that is not a regular file is a warning and the
+    renewal goes on without the lock. The directories the cache creates (the
+    missing parents too) are 0700 whatever the umask, also when the directory
+    is removed while the process runs. ``clear()`` removes entries.
 
     The file holds the access and refresh tokens in clear: like ``~/.netrc`` or
     ``~/.aws/credentials``, it is protected by its permissions only.
@@ -95,6 +272,7 @@ class FileTokenCache:
         self.directory = Path(directory).expanduser()
         self._locks: dict[str, _FileLock] = {}
         self._guard = threading.Lock()
+        _CACHES.add(self)
 
     def __repr__(self) -> str:
         return f"FileTokenCache({str(self.directory)!r})"
@@ -106,7 +284,8 @@ class FileTokenCache:
         return self.directory / f"{key}.json"
 
     def _checked_directory(self) -> Path:
-        """Create the directory if it is missing, and check that it may be trusted.
+        """Create the directory (mode 0700) if it is missing, and check that it may
+        be trusted.
 
         Raises:
             UnsafeCacheError: it is not a directory, belongs to someone else, or
@@ -117,24 +296,29 @@ class FileTokenCache:
         try:
             info = directory.stat()
         except FileNotFoundError:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _make_private_directory(directory)
             info = directory.stat()
-        fix = "or choose another directory (SEMANSYS_TOKEN_CACHE, --cache)"
+        self._check_trusted(directory, info)
+        return directory
+
+    @staticmethod
+    def _check_trusted(directory: Path, info: os.stat_result) -> None:
         if not stat.S_ISDIR(info.st_mode):
-            raise UnsafeCacheError(f"token cache path {directory} is not a directory: {fix}")
+            raise UnsafeCacheError(
+                f"the token cache path {directory} is not a directory; remove it or {_FIX}"
+            )
         uid = _uid()
         if uid is not None and info.st_uid not in (uid, 0):
             raise UnsafeCacheError(
-                f"token cache directory {directory} belongs to another user (uid "
-                f"{info.st_uid}): not used; use a directory of your own {fix}"
+                f"the token cache directory {directory} belongs to another user (uid "
+                f"{info.st_uid}), so it is not used; {_FIX}, one of your own"
             )
         mode = stat.S_IMODE(info.st_mode)
         if uid is not None and mode & 0o022:
             raise UnsafeCacheError(
-                f"token cache directory {directory} is writable by other users (mode "
-                f"{mode:o}): not used; run 'chmod 700 {directory}' {fix}"
+                f"the token cache directory {directory} is writable by other users (mode "
+                f"{mode:o}), so it is not used; run 'chmod 700 {directory}' or {_FIX}"
             )
-        return directory
 
     def lock(self, key: str) -> CacheLock:
         """The file lock for ``key`` (``<key>.lock`` in the directory)."""
@@ -143,19 +327,15 @@ class FileTokenCache:
             found = self._locks.get(key)
             if found is None:
                 self._checked_directory()
-                found = self._locks[key] = _FileLock(path.with_suffix(".lock"))
+                found = self._locks[key] = _FileLock(self, path.with_suffix(".lock"))
             return found
 
     def load(self, key: str) -> Token | None:
         """The token stored for ``key``, or None (missing, foreign, unsafe or corrupt)."""
         path = self.path(key)
         self._checked_directory()
-        try:
-            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self._ignore(path, f"it cannot be opened ({exc.strerror or exc}); is it a symlink?")
+        fd = self._open_entry(path)
+        if fd is None:
             return None
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
@@ -163,6 +343,8 @@ class FileTokenCache:
             if problem is not None:
                 self._ignore(path, problem)
                 return None
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(handle.fileno(), True)  # a regular file: read it plainly
             raw = handle.read(MAX_ENTRY_BYTES + 1)
         try:
             return decode_entry(key, raw)
@@ -170,10 +352,31 @@ class FileTokenCache:
             self._ignore(path, f"it is corrupt or foreign ({exc})")
             return None
 
+    def _open_entry(self, path: Path) -> int | None:
+        """A descriptor on the entry file, or None (missing, or foreign: warned).
+
+        A path that is not a regular file is not even opened (a device may act
+        on open); the open itself follows no link and never waits (a FIFO swapped
+        in after the lstat), and the caller checks what it opened with fstat."""
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            self._ignore(path, f"it is {_kind(info.st_mode)}")
+            return None
+        try:
+            return os.open(path, _READ_FLAGS)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._ignore(path, f"it cannot be opened ({exc.strerror or exc})")
+            return None
+
     @staticmethod
     def _file_problem(info: os.stat_result) -> str | None:
         if not stat.S_ISREG(info.st_mode):
-            return "it is not a regular file"
+            return f"it is {_kind(info.st_mode)}"
         uid = _uid()
         if uid is not None and info.st_uid != uid:
             return f"it belongs to another user (uid {info.st_uid})"
@@ -184,12 +387,11 @@ class FileTokenCache:
 
     @staticmethod
     def _ignore(path: Path, why: str) -> None:
-        logger.warning(
-            "token cache file %s is ignored: %s. It is replaced by the next token; "
-            "remove it if that fails",
-            path,
-            why,
-        )
+        if why.startswith("it is a directory"):
+            fix = "remove it: a directory is not replaced"
+        else:
+            fix = "it is replaced by the next token; remove it if that fails"
+        logger.warning("token cache file %s is ignored: %s; %s", path, why, fix)
 
     def save(self, key: str, token: Token) -> None:
         """Store ``token`` for ``key``: mode 0600, atomically."""
@@ -212,3 +414,49 @@ class FileTokenCache:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def clear(self, key: str | None = None) -> int:
+        """Remove stored tokens: ``key``'s, or (None) every entry of this directory.
+
+        Removes the entry files (``<key>.json``), their lock files unless someone
+        holds them, and the temporary files of interrupted saves; never any other
+        file. A missing directory holds nothing (it is not created).
+
+        Returns:
+            How many token entries were removed.
+
+        Raises:
+            ValueError: ``key`` is not a cache key.
+            UnsafeCacheError: the directory fails the trust checks (not a
+                directory, another user's, writable by others).
+            OSError: a file could not be removed.
+        """
+        if key is not None:
+            self.path(key)  # checks the key
+        directory = self.directory
+        try:
+            info = directory.stat()
+        except FileNotFoundError:
+            return 0
+        self._check_trusted(directory, info)
+        removed = 0
+        with os.scandir(directory) as entries:
+            names = [entry.name for entry in entries]
+        for name in names:
+            if key is not None and not (
+                name in (f"{key}.json", f"{key}.lock") or name.startswith(f".{key}.")
+            ):
+                continue
+            path = directory / name
+            try:
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    continue  # not a file this cache made: left alone
+            except FileNotFoundError:
+                continue
+            if _ENTRY.fullmatch(name):
+                removed += _unlink(path)
+            elif _TEMPORARY.fullmatch(name):
+                _unlink(path)
+            elif _LOCK.fullmatch(name):
+                _unlink_lock_if_free(path)
+        return removed
