@@ -21,7 +21,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from test_cli import COMMAND, environment, run
+import test_cli
+from test_cli import COMMAND, run
 
 from semansys_auth import _cli
 from semansys_auth.testing import SemansysEmulator
@@ -33,6 +34,14 @@ EXIT_CONSTANTS = {
     for name, value in vars(_cli).items()
     if name.startswith("EXIT_") and name != "EXIT_CODES"
 }
+
+
+def environment(emulator: SemansysEmulator | None, cache: Path, **extra: str) -> dict[str, str]:
+    """As in test_cli, but with standard output buffered as a user's is: with
+    PYTHONUNBUFFERED set, a failed write would fail at once, never at exit."""
+    env = test_cli.environment(emulator, cache, **extra)
+    env.pop("PYTHONUNBUFFERED", None)
+    return env
 
 
 def shell(
