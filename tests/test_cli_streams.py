@@ -92,6 +92,50 @@ def test_closed_stderr_leaves_only_the_token_on_stdout(
     assert reply.status_code == 200
 
 
+def test_closed_stderr_keeps_warnings_off_stdout(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    """A warning (here: a cache directory others may write to) goes nowhere."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    env = environment(semansys_emulator, tmp_path, SEMANSYS_TOKEN_CACHE=str(shared))
+    warned = shell('exec "$@"', env, "token")
+    assert "writable by other users" in warned.stderr  # there is a warning to lose
+    result = shell('exec "$@" 2>&-', env, "token")
+    assert result.returncode == 0
+    assert re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+\n", result.stdout)
+
+
+@pytest.mark.timeout(60)
+def test_closed_descriptors_are_reopened_on_dev_null(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    """While the command waits for its token, descriptors 0 and 2 (closed by
+    the shell) are /dev/null: no socket or cache file took their number."""
+    semansys_emulator.pause_token_responses()
+    process = subprocess.Popen(
+        ["bash", "-c", 'exec "$@" <&- 2>&-', "bash", *COMMAND, "token"],
+        env=environment(semansys_emulator, tmp_path),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not semansys_emulator.pending_token_requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert semansys_emulator.pending_token_requests == 1
+        for fd in (0, 2):
+            assert os.readlink(f"/proc/{process.pid}/fd/{fd}") == "/dev/null"
+        semansys_emulator.resume_token_responses()
+        out, _ = process.communicate(timeout=30)
+    finally:
+        semansys_emulator.resume_token_responses()
+        process.kill()
+        process.wait(timeout=10)
+    assert process.returncode == 0 and out.count(".") == 2
+
+
 @pytest.mark.parametrize(
     ("setting", "code"),
     [
