@@ -604,7 +604,16 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    return run_demo()
+    # The demo prints as it goes: a failed write is an output error, not an
+    # OSError that would be taken for an unreachable token endpoint.
+    stdout = sys.stdout
+    sys.stdout = _CheckedOutput(stdout)
+    try:
+        code = run_demo()
+    finally:
+        sys.stdout = stdout
+    _write("")  # flushed here, so that a failure is reported here
+    return code
 
 
 # -- the standard streams -------------------------------------------------------------
@@ -627,19 +636,39 @@ def _silence(stream: Any) -> None:
         os.close(null)
 
 
-def _write(text: str) -> None:
+class _CheckedOutput:
+    """Standard output for code that prints: a failed write or flush raises
+    ``_OutputError``."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        _write(text, flush=False, stream=self._stream)
+        return len(text)
+
+    def flush(self) -> None:
+        _write("", stream=self._stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _write(text: str, *, flush: bool = True, stream: Any = None) -> None:
     """Write the command's output to standard output, flushed here, so that a
     failure is caught here (and not at exit).
 
     Raises:
         _OutputError: standard output is closed, full or gone.
     """
-    stream = sys.stdout
+    if stream is None:
+        stream = sys.stdout
     if stream is None:
         raise _OutputError("it is closed")
     try:
         stream.write(text)
-        stream.flush()
+        if flush:
+            stream.flush()
     except BrokenPipeError:
         _silence(stream)
         raise _OutputError("the reader closed the pipe") from None
