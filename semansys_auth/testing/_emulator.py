@@ -44,6 +44,14 @@ def _masked(username: str) -> str:
     return f"{local[:1]}***{at}{domain}"
 
 
+def _same(given: str, expected: str) -> bool:
+    """A constant-time comparison that also takes non-ASCII text (which
+    ``hmac.compare_digest`` refuses for ``str``)."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -418,9 +426,9 @@ class SemansysEmulator:
 
         if grant not in ("password", "refresh_token"):
             return error(400, "unsupported_grant_type" if grant else "invalid_request")
-        client_ok = hmac.compare_digest(
-            form.get("client_id", ""), self.client_id
-        ) & hmac.compare_digest(form.get("client_secret", ""), self.client_secret)
+        client_ok = _same(form.get("client_id", ""), self.client_id) & _same(
+            form.get("client_secret", ""), self.client_secret
+        )
         if not client_ok:
             if self.dialect == "semansys":
                 return 401, json_headers, b'{"message": "Invalid client credentials"}', grant
@@ -429,9 +437,9 @@ class SemansysEmulator:
             if grant == "password":
                 if "username" not in form or "password" not in form:
                     return error(400, "invalid_request", "username and password are required")
-                user_ok = hmac.compare_digest(
-                    form["username"], self.username
-                ) & hmac.compare_digest(form["password"], self.password)
+                user_ok = _same(form["username"], self.username) & _same(
+                    form["password"], self.password
+                )
                 if not user_ok:
                     if self.dialect == "semansys":
                         refused = b'{"message": "User authentication failed"}'
