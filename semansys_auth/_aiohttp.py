@@ -15,6 +15,7 @@ origin passes through without it. Use one ``SemansysAuth`` per API origin.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -89,7 +90,26 @@ class AiohttpAdapter:
 
 
 async def post(session: aiohttp.ClientSession, step: EndpointRequest) -> EndpointResponse:
-    """Send a token request through ``session``; bounded in size and time."""
+    """Send a token request through ``session``; bounded in size and time.
+
+    Every transport failure is an ``aiohttp.ClientError``: the total timeout,
+    which aiohttp raises as a bare ``asyncio.TimeoutError`` once the headers
+    are in (while the body is read), becomes ``aiohttp.ServerTimeoutError``
+    (a ``ClientError`` and a ``TimeoutError`` both)."""
+    try:
+        return await _post(session, step)
+    except aiohttp.ClientError:
+        raise
+    except (asyncio.TimeoutError, TimeoutError) as exc:
+        raise aiohttp.ServerTimeoutError(
+            f"the token endpoint {step.url} did not finish its answer within {step.timeout:g} s"
+        ) from exc
+    except OSError as exc:
+        message = f"token request to {step.url} failed: {exc}"
+        raise aiohttp.ClientOSError(exc.errno, message) from exc
+
+
+async def _post(session: aiohttp.ClientSession, step: EndpointRequest) -> EndpointResponse:
     async with session.request(
         step.method,
         step.url,
