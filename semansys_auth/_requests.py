@@ -32,6 +32,10 @@ from ._token import Token
 
 _CHUNK = 64 * 1024
 
+MAX_401_BODY = 64 * 1024
+"""Most of a 401's body read before the request is sent again: a longer (or
+endless) body is cut there and its connection closed, not drained."""
+
 
 def post(request: EndpointRequest, session: requests.Session | None = None) -> EndpointResponse:
     """Send a token request with requests; bounded in size and time.
@@ -152,6 +156,46 @@ def _limit_socket_wait(raw: Any, seconds: float) -> None:
             settimeout(max(seconds, 0.001))
 
 
+def _drain_401(r: requests.Response) -> None:
+    """Read at most :data:`MAX_401_BODY` bytes of ``r``'s body (kept as its
+    ``content``, cut there); release its connection to the pool when the body
+    ended within the bound, close it when more remains. Whatever the request's
+    ``stream``: requests runs response hooks before it reads the body."""
+    response = cast(Any, r)
+    if response._content_consumed or r.raw is None:
+        return
+    raw = r.raw
+    if type(raw).__module__.partition(".")[0] == "urllib3":
+
+        def read(size: int) -> bytes:
+            return bytes(raw.read(size, decode_content=False))
+    else:  # a transport adapter's own file-like object
+
+        def read(size: int) -> bytes:
+            return bytes(raw.read(size))
+
+    chunks: list[bytes] = []
+    size = 0
+    ended = False
+    try:
+        while size <= MAX_401_BODY:
+            chunk = read(MAX_401_BODY + 1 - size)
+            if not chunk:
+                ended = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except Exception:  # a broken 401 body does not matter: the request is sent again
+        ended = False
+    body = b"".join(chunks)
+    if not ended:
+        with contextlib.suppress(Exception):
+            raw.close()  # closes the connection: nothing more is read from it
+    response._content = body[:MAX_401_BODY]
+    response._content_consumed = True
+    r.close()
+
+
 def _replayable(prepared: requests.PreparedRequest) -> bool:
     body = prepared.body
     if body is None or isinstance(body, (bytes, str)):
@@ -188,10 +232,9 @@ class RequestsAdapter:
         what = f"{r.request.method} {urlsplit(r.request.url or '').path}"
         if not self._core.may_resend(401, sent, _replayable(r.request), what):
             return r
-        # Drain and release the 401's connection first: it goes back to the pool
-        # even if the renewal below raises.
-        _ = r.content
-        r.close()
+        # Read a little of the 401's body and let its connection go first: it
+        # goes back to the pool (or is closed) even if the renewal below raises.
+        _drain_401(r)
         fresh = self.token(refused=sent)
         prepared = r.request.copy()
         # As requests' own HTTPDigestAuth does: keep cookies the 401 set.
