@@ -57,11 +57,25 @@ def _post(session: requests.Session, request: EndpointRequest, deadline: float) 
     # Straight to the transport adapter, as Session.send would, minus its redirect
     # handling: even with allow_redirects=False, Session.send reads the whole body
     # of a 3xx answer (to find the next request), with no bound on its size.
+    #
+    # The session's auth never applies: the token request carries the client
+    # credentials in its body and nothing else. (A session whose auth is this
+    # very SemansysAuth would otherwise fetch a token to fetch a token; any other
+    # auth, such as HTTPBasicAuth, would send its credentials to the identity
+    # server.) An auth given on the Request takes the place of the session's and
+    # of ~/.netrc's in prepare_request: give one that adds nothing. An
+    # Authorization header set in session.headers is dropped too. Adapters,
+    # proxies, certificates, cookies and other headers of the session still apply.
     prepared = session.prepare_request(
         requests.Request(
-            request.method, request.url, data=request.body, headers=dict(request.headers)
+            request.method,
+            request.url,
+            data=request.body,
+            headers=dict(request.headers),
+            auth=_no_auth,
         )
     )
+    prepared.headers.pop("Authorization", None)
     settings = session.merge_environment_settings(prepared.url, {}, True, None, None)
     response = session.get_adapter(prepared.url or request.url).send(
         prepared,
@@ -83,6 +97,10 @@ def _post(session: requests.Session, request: EndpointRequest, deadline: float) 
             raise error from exc
         body, cut = decode_body(raw, header(response.headers, "content-encoding"))
         return EndpointResponse(response.status_code, response.headers, body, truncated or cut)
+
+
+def _no_auth(prepared: requests.PreparedRequest) -> requests.PreparedRequest:
+    return prepared
 
 
 def _requests_error(
