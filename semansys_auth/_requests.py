@@ -183,7 +183,8 @@ def _drain_401(r: requests.Response) -> None:
     if response._content_consumed or r.raw is None:
         return
     raw = r.raw
-    if type(raw).__module__.partition(".")[0] == "urllib3":
+    encoded = type(raw).__module__.partition(".")[0] == "urllib3"
+    if encoded:  # requests' own transport: raw bytes, decoded below within a bound
 
         def read(size: int) -> bytes:
             return bytes(raw.read(size, decode_content=False))
@@ -209,7 +210,10 @@ def _drain_401(r: requests.Response) -> None:
     if not ended:
         with contextlib.suppress(Exception):
             raw.close()  # closes the connection: nothing more is read from it
-    response._content = body[:MAX_401_BODY]
+    body = body[:MAX_401_BODY]
+    if encoded:
+        body, _ = decode_body(body, header(r.headers, "content-encoding"))
+    response._content = body
     response._content_consumed = True
     r.close()
 

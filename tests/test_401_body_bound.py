@@ -120,3 +120,37 @@ def test_a_small_401_is_read_whole(kind: str) -> None:
         assert server.sent_401 == [1000]
         if kind != "aiohttp":
             assert kept == 1000  # the 401's body, as the client shows it in history
+
+
+@pytest.mark.timeout(40)
+def test_a_compressed_401_is_kept_decoded(kind: str) -> None:
+    if kind == "aiohttp":
+        pytest.skip("aiohttp keeps no 401 in its history")
+    import gzip
+
+    payload = b'{"error": "invalid_token"}'
+    with Api401Server(1000) as server:
+        server.body_401 = gzip.compress(payload)
+        server.headers_401 = "Content-Encoding: gzip\r\n"
+        auth = make_auth(server)
+        url = server.url + "/api"
+        if kind == "requests":
+            with requests.get(url, auth=auth, timeout=TIMEOUT, stream=True) as r:
+                refused = r.history[0]
+                assert r.status_code == 200
+        else:
+            module: Any = httpx2 if kind.startswith("httpx2") else httpx
+            if is_async(kind):
+
+                async def go() -> Any:
+                    async with module.AsyncClient(auth=auth, timeout=TIMEOUT) as client:
+                        return await client.get(url)
+
+                r = asyncio.run(go())
+            else:
+                with module.Client(auth=auth, timeout=TIMEOUT) as client:
+                    r = client.get(url)
+            assert r.status_code == 200
+            (refused,) = [h for h in r.history if h.status_code == 401]
+        assert refused.status_code == 401
+        assert refused.content == payload

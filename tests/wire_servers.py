@@ -63,6 +63,9 @@ class Api401Server:
 
     def __init__(self, size: int | None, *, stall_limit: float = 8.0) -> None:
         self.size = size
+        self.body_401: bytes | None = None
+        """A fixed 401 body (``size`` is then ignored), with ``headers_401``."""
+        self.headers_401 = ""
         self.stall_limit = stall_limit
         self.tokens_issued = 0
         self.sent_401: list[int] = []
@@ -128,7 +131,14 @@ class Api401Server:
             conn.close()
 
     def _send_401(self, conn: socket.socket) -> bool:
-        head = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n"
+        head = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n" + self.headers_401
+        if self.body_401 is not None:
+            head += f"Content-Length: {len(self.body_401)}\r\n\r\n"
+            conn.sendall(head.encode() + self.body_401)
+            with self._lock:
+                self.sent_401.append(len(self.body_401))
+                self.ends_401.append("complete")
+            return True
         head += (
             "Transfer-Encoding: chunked\r\n\r\n"
             if self.size is None
