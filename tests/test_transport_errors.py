@@ -7,9 +7,10 @@ byte by byte."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import httpx
@@ -193,3 +194,40 @@ def test_only_transport_failures_are_mapped() -> None:
         assert type(error) is expected, exc
         assert error.request is prepared
         assert error.response is response
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (asyncio.TimeoutError(), aiohttp.ServerTimeoutError),
+        (TimeoutError(), aiohttp.ServerTimeoutError),
+        (ConnectionResetError(104, "reset by peer"), aiohttp.ClientOSError),
+        (aiohttp.ClientPayloadError("cut"), aiohttp.ClientPayloadError),
+    ],
+    ids=["asyncio-timeout", "timeout", "reset", "client-error"],
+)
+def test_aiohttp_failures_become_client_errors(
+    raised: BaseException, expected: type[BaseException]
+) -> None:
+    """The mapping itself, for failures a loopback server cannot force at will."""
+    from semansys_auth._aiohttp import post
+    from semansys_auth._oauth import EndpointRequest
+
+    class Failing:
+        async def __aenter__(self) -> None:
+            raise raised
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    class Session:
+        def request(self, *args: Any, **kwargs: Any) -> Failing:
+            return Failing()
+
+    step = EndpointRequest("http://127.0.0.1:9/connect/token", b"secret-form", "password", 2.0)
+    with pytest.raises(expected) as caught:
+        asyncio.run(post(cast(Any, Session()), step))
+    assert isinstance(caught.value, aiohttp.ClientError)
+    if expected is not type(raised):
+        assert caught.value.__cause__ is raised
+        assert "secret-form" not in str(caught.value)
