@@ -4,7 +4,10 @@
 Token requests go through the request's own session (``request.session``), with
 ``middlewares=()`` so that they do not come back here, never following
 redirects, with a total timeout, at most ``MAX_ANSWER_BYTES`` read and no
-automatic decompression (done within the bound by ``decode_body``).
+automatic decompression (done within the bound by ``decode_body``). Their
+failures are ``aiohttp.ClientError`` (the total timeout while the body is read
+is ``aiohttp.ServerTimeoutError``). A 401 is released without being read: aiohttp
+closes a connection whose body was not read to its end.
 
 aiohttp runs middlewares on every redirect hop, where requests and httpx run
 auth once and drop ``Authorization`` on a cross-origin redirect. So, like

@@ -18,6 +18,9 @@ Two guards that httpx has no switch for:
   answer is reported as the redirect it was.
 * Size and time. The answer is read with ``iter_raw`` up to
   ``MAX_ANSWER_BYTES`` and until ``timeout`` has passed since the request left.
+  A 401 that calls for a resend is read up to ``MAX_401_BODY`` only (httpx
+  would read all of it when the flow yields its next request): a longer body is
+  cut and its connection closed.
 """
 
 from __future__ import annotations

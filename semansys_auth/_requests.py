@@ -9,7 +9,12 @@ thread: no request waits for them.
 Token requests go through ``requests_session`` (by default a private
 ``requests.Session`` per fetch, which honours ``HTTPS_PROXY``,
 ``REQUESTS_CA_BUNDLE`` and the other environment settings), never follow
-redirects, and read at most ``MAX_ANSWER_BYTES`` within ``timeout``.
+redirects, and read at most ``MAX_ANSWER_BYTES`` within ``timeout``. They never
+carry the session's auth (which may be this very object), and every transport
+failure while they are read is a ``requests.RequestException``.
+
+Before a resend, at most ``MAX_401_BODY`` bytes of the 401 are read; the
+connection of a longer body is closed rather than drained.
 """
 
 from __future__ import annotations
