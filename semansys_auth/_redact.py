@@ -151,6 +151,10 @@ def shown(value: object, redact: Redactor, limit: int) -> str:
     # straddling a cut would otherwise survive in part. Callers bound the size.
     text = redact(text)
     text = " ".join(_CONTROL.sub(" ", text).split())
+    # Once more: turning control characters and runs of white space into one
+    # space can assemble a secret that holds a space ("pass\tword" shows as
+    # "pass word").
+    text = redact(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -93,6 +93,21 @@ def test_the_message_of_a_refused_token_url_is_shown_as_it_is() -> None:
     assert shown(message, Redactor(["hunter2"]), 500) == message
 
 
+@pytest.mark.parametrize(
+    ("text", "secret", "expected"),
+    [
+        ("pass\tword x", "pass word", "*** x"),
+        ("pass\r\n  word x", "pass word", "*** x"),
+        ("+\x1f0", " ", "******0"),  # '+' is the form-encoded space, then \x1f becomes one
+        ("pass\u2028word", "pass word", "***"),
+    ],
+)
+def test_a_secret_assembled_by_the_white_space_rule_is_masked(
+    text: str, secret: str, expected: str
+) -> None:
+    assert shown(text, Redactor([secret]), 100) == expected
+
+
 # -- (a) a known secret is masked wherever it stands, in every echoed form ------------
 
 ECHOES = {
