@@ -4,7 +4,10 @@
 Token requests go through the request's own session (``request.session``), with
 ``middlewares=()`` so that they do not come back here, never following
 redirects, with a total timeout, at most ``MAX_ANSWER_BYTES`` read and no
-automatic decompression (done within the bound by ``decode_body``).
+automatic decompression (done within the bound by ``decode_body``). Their
+failures are ``aiohttp.ClientError`` (the total timeout while the body is read
+is ``aiohttp.ServerTimeoutError``). A 401 is released without being read: aiohttp
+closes a connection whose body was not read to its end.
 
 aiohttp runs middlewares on every redirect hop, where requests and httpx run
 auth once and drop ``Authorization`` on a cross-origin redirect. So, like
@@ -15,6 +18,7 @@ origin passes through without it. Use one ``SemansysAuth`` per API origin.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -89,7 +93,26 @@ class AiohttpAdapter:
 
 
 async def post(session: aiohttp.ClientSession, step: EndpointRequest) -> EndpointResponse:
-    """Send a token request through ``session``; bounded in size and time."""
+    """Send a token request through ``session``; bounded in size and time.
+
+    Every transport failure is an ``aiohttp.ClientError``: the total timeout,
+    which aiohttp raises as a bare ``asyncio.TimeoutError`` once the headers
+    are in (while the body is read), becomes ``aiohttp.ServerTimeoutError``
+    (a ``ClientError`` and a ``TimeoutError`` both)."""
+    try:
+        return await _post(session, step)
+    except aiohttp.ClientError:
+        raise
+    except (asyncio.TimeoutError, TimeoutError) as exc:
+        raise aiohttp.ServerTimeoutError(
+            f"the token endpoint {step.url} did not finish its answer within {step.timeout:g} s"
+        ) from exc
+    except OSError as exc:
+        message = f"token request to {step.url} failed: {exc}"
+        raise aiohttp.ClientOSError(exc.errno, message) from exc
+
+
+async def _post(session: aiohttp.ClientSession, step: EndpointRequest) -> EndpointResponse:
     async with session.request(
         step.method,
         step.url,

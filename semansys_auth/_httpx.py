@@ -18,6 +18,9 @@ Two guards that httpx has no switch for:
   answer is reported as the redirect it was.
 * Size and time. The answer is read with ``iter_raw`` up to
   ``MAX_ANSWER_BYTES`` and until ``timeout`` has passed since the request left.
+  A 401 that calls for a resend is read up to ``MAX_401_BODY`` only (httpx
+  would read all of it when the flow yields its next request): a longer body is
+  cut and its connection closed.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import inspect
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
-from contextlib import aclosing
+from contextlib import aclosing, closing
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -255,6 +258,59 @@ async def read_async(
     return _answer(sent, response, b"".join(chunks), truncated, step)
 
 
+MAX_401_BODY = 64 * 1024
+"""Most of a 401's body read before the request is sent again (see _requests)."""
+
+
+def _kept_401_body(response: Any, raw: bytes) -> None:
+    """What httpx's own ``response.read()`` returns for the 401 (it reads the
+    response when the flow yields its next request; no public API lets the
+    flow do it first): the part read here, decoded within a bound."""
+    body, _ = decode_body(raw[:MAX_401_BODY], header(response.headers, "content-encoding"))
+    response._content = body
+
+
+def drain_401_sync(response: Any) -> None:
+    """Read at most :data:`MAX_401_BODY` raw bytes of a 401 before the
+    renewal; close the response when more remains instead of draining it."""
+    if response.is_stream_consumed or response.is_closed:
+        return
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with closing(response.iter_raw()) as pieces:
+            for chunk in pieces:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_401_BODY:
+                    break
+    except Exception:  # a broken 401 body does not matter: the request is sent again
+        size = MAX_401_BODY + 1
+    if size > MAX_401_BODY:
+        response.close()
+    _kept_401_body(response, b"".join(chunks))
+
+
+async def drain_401_async(response: Any) -> None:
+    """:func:`drain_401_sync` for async clients."""
+    if response.is_stream_consumed or response.is_closed:
+        return
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with aclosing(response.aiter_raw()) as pieces:
+            async for chunk in pieces:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_401_BODY:
+                    break
+    except Exception:
+        size = MAX_401_BODY + 1
+    if size > MAX_401_BODY:
+        await response.aclose()
+    _kept_401_body(response, b"".join(chunks))
+
+
 class HttpxAdapter:
     """The httpx and httpx2 side of one ``SemansysAuth``."""
 
@@ -288,6 +344,7 @@ class HttpxAdapter:
         refused = self._refused(request, response, rewind)
         if refused is None or rewind is None:
             return
+        drain_401_sync(response)
         token = yield from self._sync_token(request, refused)
         rewind()
         self._settings.authorize(request.headers, token)
@@ -337,6 +394,7 @@ class HttpxAdapter:
         refused = self._refused(request, response, rewind)
         if refused is None or rewind is None:
             return
+        await drain_401_async(response)
         async with aclosing(self._async_token(request, refused)) as steps:
             async for step in steps:
                 if isinstance(step, _Exchange):

@@ -45,20 +45,46 @@ class Redactor:
     when secrets are given: most processes never redact anything.
     """
 
-    _PATTERNS = (
-        (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), "<jwt>"),
-        (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*"), r"\1 " + MASK),
-        (
-            re.compile(
-                r"""(?ix)
-                ((?:access_token|refresh_token|id_token|client_secret|password|secret|token)
-                 ["']?\s*[:=]\s*["']?)
-                [^"'&\s,}]+
-                """
-            ),
-            r"\1" + MASK,
-        ),
+    # Secret-looking ``name<separator>value`` pairs, and what is left alone.
+    #
+    # A value follows ``=`` (``password=hunter2``, ``password = x``), a quote
+    # (``"password": "x"``, ``TOKEN: 'x'``, ``secret="x"``) or a colon with no
+    # space after it (``access_token:eyJ...``, ``"refresh_token":"x"``): it is
+    # masked, whatever it looks like. After a colon and white space, without a
+    # quote, the next word is masked too (``password: hunter2``), unless it is
+    # prose: a plain lower-case word (ASCII letters only, ending the word or
+    # followed by sentence punctuation), as in "must not contain a user name or
+    # password: the client credentials go in...". The same holds after
+    # ``Bearer``/``Basic``: "sent as a bearer token" is prose; a credential
+    # (anything with a digit, a capital, ``-._~+/=``) is masked. A secret that is
+    # a plain lower-case word shown after ": " is thus not caught by the
+    # patterns: the known secrets (given to the Redactor) are masked anyway.
+    _PROSE = re.compile(r"[a-z]+[.;:!?)]*")
+    _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+    _SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9\-._~+/]+=*)([.;:!?)]*)")
+    _PAIR = re.compile(
+        r"""(?x)
+        ((?i:access_token|refresh_token|id_token|client_secret|password|secret|token)
+         ["']?\s*)
+        ([:=]\s*)
+        (["']?)
+        ([^"'&\s,}]+)
+        """
     )
+
+    @classmethod
+    def _scheme(cls, match: re.Match[str]) -> str:
+        scheme, credential, tail = match.groups()
+        if cls._PROSE.fullmatch(credential + tail):
+            return match.group()
+        return f"{scheme} {MASK}{tail}"
+
+    @classmethod
+    def _pair(cls, match: re.Match[str]) -> str:
+        name, separator, quote, value = match.groups()
+        if separator[0] == ":" and len(separator) > 1 and not quote and cls._PROSE.fullmatch(value):
+            return match.group()
+        return f"{name}{separator}{quote}{MASK}"
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._fixed = tuple(secret for secret in secrets if secret)
@@ -90,9 +116,9 @@ class Redactor:
             if secret in text:
                 text = text.replace(secret, MASK)
         text = self._cut_ends(text, forms)
-        for pattern, replacement in self._PATTERNS:
-            text = pattern.sub(replacement, text)
-        return text
+        text = self._JWT.sub("<jwt>", text)
+        text = self._SCHEME.sub(self._scheme, text)
+        return self._PAIR.sub(self._pair, text)
 
     @staticmethod
     def _cut_ends(text: str, forms: tuple[str, ...]) -> str:
@@ -125,6 +151,10 @@ def shown(value: object, redact: Redactor, limit: int) -> str:
     # straddling a cut would otherwise survive in part. Callers bound the size.
     text = redact(text)
     text = " ".join(_CONTROL.sub(" ", text).split())
+    # Once more: turning control characters and runs of white space into one
+    # space can assemble a secret that holds a space ("pass\tword" shows as
+    # "pass word").
+    text = redact(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -9,7 +9,12 @@ thread: no request waits for them.
 Token requests go through ``requests_session`` (by default a private
 ``requests.Session`` per fetch, which honours ``HTTPS_PROXY``,
 ``REQUESTS_CA_BUNDLE`` and the other environment settings), never follow
-redirects, and read at most ``MAX_ANSWER_BYTES`` within ``timeout``.
+redirects, and read at most ``MAX_ANSWER_BYTES`` within ``timeout``. They never
+carry the session's auth (which may be this very object), and every transport
+failure while they are read is a ``requests.RequestException``.
+
+Before a resend, at most ``MAX_401_BODY`` bytes of the 401 are read; the
+connection of a longer body is closed rather than drained.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from ._token import Token
 
 _CHUNK = 64 * 1024
 
+MAX_401_BODY = 64 * 1024
+"""Most of a 401's body read before the request is sent again: a longer (or
+endless) body is cut there and its connection closed, not drained."""
+
 
 def post(request: EndpointRequest, session: requests.Session | None = None) -> EndpointResponse:
     """Send a token request with requests; bounded in size and time.
@@ -53,11 +62,25 @@ def _post(session: requests.Session, request: EndpointRequest, deadline: float) 
     # Straight to the transport adapter, as Session.send would, minus its redirect
     # handling: even with allow_redirects=False, Session.send reads the whole body
     # of a 3xx answer (to find the next request), with no bound on its size.
+    #
+    # The session's auth never applies: the token request carries the client
+    # credentials in its body and nothing else. (A session whose auth is this
+    # very SemansysAuth would otherwise fetch a token to fetch a token; any other
+    # auth, such as HTTPBasicAuth, would send its credentials to the identity
+    # server.) An auth given on the Request takes the place of the session's and
+    # of ~/.netrc's in prepare_request: give one that adds nothing. An
+    # Authorization header set in session.headers is dropped too. Adapters,
+    # proxies, certificates, cookies and other headers of the session still apply.
     prepared = session.prepare_request(
         requests.Request(
-            request.method, request.url, data=request.body, headers=dict(request.headers)
+            request.method,
+            request.url,
+            data=request.body,
+            headers=dict(request.headers),
+            auth=_no_auth,
         )
     )
+    prepared.headers.pop("Authorization", None)
     settings = session.merge_environment_settings(prepared.url, {}, True, None, None)
     response = session.get_adapter(prepared.url or request.url).send(
         prepared,
@@ -68,9 +91,47 @@ def _post(session: requests.Session, request: EndpointRequest, deadline: float) 
         proxies=settings["proxies"],
     )
     with response:
-        raw, truncated = _read(response, request, deadline)
+        try:
+            raw, truncated = _read(response, request, deadline)
+        except requests.RequestException:
+            raise
+        except Exception as exc:
+            error = _requests_error(exc, prepared, response)
+            if error is None:
+                raise
+            raise error from exc
         body, cut = decode_body(raw, header(response.headers, "content-encoding"))
         return EndpointResponse(response.status_code, response.headers, body, truncated or cut)
+
+
+def _no_auth(prepared: requests.PreparedRequest) -> requests.PreparedRequest:
+    return prepared
+
+
+def _requests_error(
+    exc: Exception, prepared: requests.PreparedRequest, response: requests.Response
+) -> requests.RequestException | None:
+    """The requests exception for a failure while reading a body, as requests
+    itself maps them when it reads one (``Response.iter_content``): urllib3's
+    own exceptions (and socket errors of a transport adapter's file object)
+    would escape ``except requests.RequestException``. None for anything else
+    (a bug: left as it is)."""
+    import http.client
+
+    from urllib3 import exceptions as urllib3_errors
+
+    error: type[requests.RequestException]
+    if isinstance(exc, (urllib3_errors.ReadTimeoutError, TimeoutError)):
+        error = requests.exceptions.ReadTimeout
+    elif isinstance(exc, urllib3_errors.SSLError):
+        error = requests.exceptions.SSLError
+    elif isinstance(exc, (urllib3_errors.ProtocolError, http.client.IncompleteRead)):
+        error = requests.exceptions.ChunkedEncodingError
+    elif isinstance(exc, (urllib3_errors.HTTPError, http.client.HTTPException, OSError)):
+        error = requests.exceptions.ConnectionError
+    else:
+        return None
+    return error(exc, request=prepared, response=response)
 
 
 def _read(
@@ -118,6 +179,50 @@ def _limit_socket_wait(raw: Any, seconds: float) -> None:
             settimeout(max(seconds, 0.001))
 
 
+def _drain_401(r: requests.Response) -> None:
+    """Read at most :data:`MAX_401_BODY` bytes of ``r``'s body (kept as its
+    ``content``, cut there); release its connection to the pool when the body
+    ended within the bound, close it when more remains. Whatever the request's
+    ``stream``: requests runs response hooks before it reads the body."""
+    response = cast(Any, r)
+    if response._content_consumed or r.raw is None:
+        return
+    raw = r.raw
+    encoded = type(raw).__module__.partition(".")[0] == "urllib3"
+    if encoded:  # requests' own transport: raw bytes, decoded below within a bound
+
+        def read(size: int) -> bytes:
+            return bytes(raw.read(size, decode_content=False))
+    else:  # a transport adapter's own file-like object
+
+        def read(size: int) -> bytes:
+            return bytes(raw.read(size))
+
+    chunks: list[bytes] = []
+    size = 0
+    ended = False
+    try:
+        while size <= MAX_401_BODY:
+            chunk = read(MAX_401_BODY + 1 - size)
+            if not chunk:
+                ended = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except Exception:  # a broken 401 body does not matter: the request is sent again
+        ended = False
+    body = b"".join(chunks)
+    if not ended:
+        with contextlib.suppress(Exception):
+            raw.close()  # closes the connection: nothing more is read from it
+    body = body[:MAX_401_BODY]
+    if encoded:
+        body, _ = decode_body(body, header(r.headers, "content-encoding"))
+    response._content = body
+    response._content_consumed = True
+    r.close()
+
+
 def _replayable(prepared: requests.PreparedRequest) -> bool:
     body = prepared.body
     if body is None or isinstance(body, (bytes, str)):
@@ -154,10 +259,9 @@ class RequestsAdapter:
         what = f"{r.request.method} {urlsplit(r.request.url or '').path}"
         if not self._core.may_resend(401, sent, _replayable(r.request), what):
             return r
-        # Drain and release the 401's connection first: it goes back to the pool
-        # even if the renewal below raises.
-        _ = r.content
-        r.close()
+        # Read a little of the 401's body and let its connection go first: it
+        # goes back to the pool (or is closed) even if the renewal below raises.
+        _drain_401(r)
         fresh = self.token(refused=sent)
         prepared = r.request.copy()
         # As requests' own HTTPDigestAuth does: keep cookies the 401 set.
