@@ -38,8 +38,8 @@ class DroppingServer:
                 return
             if self.reset:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.dropped += 1  # before the close, which the client may see at once
             conn.close()
-            self.dropped += 1
 
     def __enter__(self) -> DroppingServer:
         self._thread.start()
