@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
 from ._config import PRE_PRODUCTION_TOKEN_URL, build, env_options
+from ._fork import reset_after_fork
 from ._httpx import HttpxAdapter, HttpxAuth
 from ._token import TokenInfo
 
@@ -130,6 +131,11 @@ class SemansysAuth(HttpxAuth):
         self._httpx = HttpxAdapter(self._core, self._lock, self._settings)
         self._requests: RequestsAdapter | None = None
         self._aiohttp: AiohttpAdapter | None = None
+        self._adapters_guard = threading.Lock()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # Another thread may have held the guard at the fork (it imports an adapter).
         self._adapters_guard = threading.Lock()
 
     @classmethod

@@ -37,6 +37,7 @@ from ._errors import (
     TokenEndpointUnavailableError,
     UserCredentialsError,
 )
+from ._fork import reset_after_fork
 from ._log import logger
 from ._oauth import EndpointRequest, EndpointResponse, TokenEndpoint
 from ._redact import mask_username, shown
@@ -178,6 +179,7 @@ class TokenCore:
         self._cache_paused_until = -math.inf
         self._key: str | None = None
         self._key_lock = threading.Lock()
+        reset_after_fork(self)
         # The Authorization values of the last few tokens held: a 401 to one of
         # them is a 401 to us (the newest may have replaced it meanwhile).
         self._issued: deque[str] = deque(maxlen=8)
@@ -424,6 +426,10 @@ class TokenCore:
             if self._key is None:
                 self._key = self.endpoint.cache_key()
             return self._key
+
+    def _after_fork(self) -> None:
+        # A fork while another thread computed the key would leave this held.
+        self._key_lock = threading.Lock()
 
     def _cache_active(self) -> bool:
         return self.cache is not None and self.clock() >= self._cache_paused_until
