@@ -50,8 +50,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    import anyio
-
     from ._cache import CacheLock
 
 
@@ -60,6 +58,10 @@ _POLL_MAX = 0.02
 _STALE_CHECK = 0.05
 """How often a waiting thread looks whether the holder has gone (a closed event
 loop wakes nobody)."""
+
+_LOOP_STALE_CHECK = 1.0
+"""How often tasks queued for their event loop's turn look whether the task
+that has it has ended (they are woken when it is released, else)."""
 
 _DEADLOCK = (
     "a blocking client (requests, httpx.Client) used SemansysAuth inside a running "
@@ -119,7 +121,8 @@ class _Holder:
         if self.loop is None:  # a trio task: its coroutine has ended
             return getattr(task, "cr_frame", True) is None
         loop = self.loop()
-        return loop is None or loop.is_closed() or not loop.is_running() or bool(task.done())
+        # A closed loop is not running either.
+        return loop is None or not loop.is_running() or bool(task.done())
 
     def blocks_this_thread(self) -> bool:
         """Whether a blocking wait on this thread would wait for the holder
@@ -132,6 +135,32 @@ class _Holder:
 
     def blocked_error(self) -> RuntimeError:
         return RuntimeError(_REENTERED if self.task is None else _DEADLOCK)
+
+
+class _LoopSlot:
+    """One event loop's turn at the lock. A semaphore rather than an
+    ``anyio.Lock``: a turn left by a task that has ended is given back by
+    another task (an ``anyio.Lock`` may be released only by its owner)."""
+
+    __slots__ = ("free", "owner")
+
+    def __init__(self) -> None:
+        import anyio
+
+        self.free = anyio.Semaphore(1)
+        self.owner: _Holder | None = None
+
+    def free_if_gone(self) -> bool:
+        owner = self.owner
+        if owner is None or not owner.gone():
+            return False
+        self.leave(owner)
+        return True
+
+    def leave(self, holder: _Holder) -> None:
+        if self.owner is holder:  # else freed already, for a holder that had gone
+            self.owner = None
+            self.free.release()
 
 
 class FetchLock:
@@ -305,20 +334,46 @@ class FetchLock:
 
     # -- event loops --------------------------------------------------------------------
 
-    def _loop_lock(self) -> anyio.Lock:
-        import anyio
+    def _loop_slot(self) -> _LoopSlot:
         from anyio.lowlevel import RunVar
 
         with self._guard:
             if self._loop_locks is None:
                 self._loop_locks = RunVar("semansys_auth_loop_lock")
-            locks = self._loop_locks
+            slots = self._loop_locks
         try:
-            lock: anyio.Lock = locks.get()
+            slot: _LoopSlot = slots.get()
         except LookupError:
-            lock = anyio.Lock()
-            locks.set(lock)
-        return lock
+            slot = _LoopSlot()
+            slots.set(slot)
+        return slot
+
+    async def _enter_loop(self, holder: _Holder, wait: bool) -> _LoopSlot | None:
+        """Take this event loop's turn (one task per loop contends for the lock),
+        or None when ``wait`` is off and another task of the loop has it. A
+        task that ended with the turn taken (an auth flow it started was left
+        open) is seen within :data:`_LOOP_STALE_CHECK`, and its turn is freed."""
+        import anyio
+
+        slot = self._loop_slot()
+        if not wait:
+            if slot.free.value == 0:
+                slot.free_if_gone()
+            try:
+                slot.free.acquire_nowait()
+            except anyio.WouldBlock:
+                return None
+            slot.owner = holder
+            return slot
+        deadline = time.monotonic() + self._wait_limit
+        while True:
+            with anyio.move_on_after(_LOOP_STALE_CHECK):
+                await slot.free.acquire()
+                slot.owner = holder
+                return slot
+            slot.free_if_gone()
+            if time.monotonic() >= deadline:
+                raise self._stuck()
 
     @asynccontextmanager
     async def hold_async(self, *, wait: bool) -> AsyncIterator[bool]:
@@ -326,17 +381,12 @@ class FetchLock:
         import anyio
         import anyio.to_thread
 
-        loop_lock = self._loop_lock()
-        if wait:
-            await loop_lock.acquire()
-        else:
-            try:
-                loop_lock.acquire_nowait()
-            except anyio.WouldBlock:
-                yield False
-                return
+        holder = _Holder.current_task()
+        slot = await self._enter_loop(holder, wait)
+        if slot is None:
+            yield False
+            return
         try:
-            holder = _Holder.current_task()
             taken, left_behind = await self._take_async(holder, wait)
             if left_behind is not None:
                 with anyio.CancelScope(shield=True):
@@ -361,7 +411,7 @@ class FetchLock:
             finally:
                 await self._give_back_async(holder)
         finally:
-            loop_lock.release()
+            slot.leave(holder)
 
     async def _give_back_async(self, holder: _Holder) -> None:
         if holder.cache_lock is None:  # nothing that needs a worker thread
