@@ -224,7 +224,12 @@ class TokenCore:
     def usable(self) -> Token | None:
         """The held token if it can be sent now with no renewal due (the hot path)."""
         current = self._current
-        if current is not None and current.fresh(self.monotonic(), self.clock()):
+        # _Schedule.fresh, inlined: this runs on every request.
+        if (
+            current is not None
+            and self.monotonic() < current.renew_at
+            and self.clock() < current.wall_renew_at
+        ):
             return current.token
         return None
 

@@ -101,8 +101,10 @@ class _Holder:
         asyncio = sys.modules.get("asyncio")
         loop = None if asyncio is None else asyncio._get_running_loop()
         if loop is not None:
-            holder.loop = weakref.ref(loop)
-            holder.task = weakref.ref(asyncio.current_task(loop))  # type: ignore[union-attr]
+            task = asyncio.current_task(loop)  # type: ignore[union-attr]
+            if task is not None:  # else a callback of the loop: judged as its thread
+                holder.loop = weakref.ref(loop)
+                holder.task = weakref.ref(task)
         else:
             import anyio
 
@@ -202,8 +204,9 @@ class FetchLock:
         if previous is not None:
             left_behind, previous.cache_lock = previous.cache_lock, None
             logger.warning(
-                "the task that was renewing the token ended, or its event loop closed, "
-                "before the renewal did: renewing here instead"
+                "the caller that was renewing the token is gone (its thread or task "
+                "ended, or its event loop closed or stopped) and left the renewal "
+                "unfinished: renewing here instead"
             )
         self._holder = holder
         return True, left_behind
@@ -274,12 +277,12 @@ class FetchLock:
         else holds it, here or in another process."""
         holder = _Holder()
         taken, left_behind = self._take(holder, wait)
-        if left_behind is not None:
-            self._release_cache(left_behind)
         if not taken:
             yield False
             return
         try:
+            if left_behind is not None:
+                self._release_cache(left_behind)
             cache_lock = self._usable_cache_lock()
             got = None if cache_lock is None else self._acquire_cache(cache_lock, wait)
             if got:
@@ -388,13 +391,13 @@ class FetchLock:
             return
         try:
             taken, left_behind = await self._take_async(holder, wait)
-            if left_behind is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._release_cache, left_behind)
             if not taken:
                 yield False
                 return
             try:
+                if left_behind is not None:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(self._release_cache, left_behind)
                 cache_lock = await anyio.to_thread.run_sync(self._usable_cache_lock)
                 got = (
                     None
