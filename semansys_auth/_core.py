@@ -37,7 +37,7 @@ from ._errors import (
     TokenEndpointUnavailableError,
     UserCredentialsError,
 )
-from ._fork import reset_after_fork
+from ._fork import IMPORTING, reset_after_fork
 from ._log import logger
 from ._oauth import EndpointRequest, EndpointResponse, TokenEndpoint
 from ._redact import mask_username, shown
@@ -388,7 +388,8 @@ class TokenCore:
             return exc.retry_after if exc.retry_after <= self.policy.retry_after_cap else None
         base = min(self.policy.max_backoff, self.policy.backoff * (2.0**attempt))
         if self._jitter is None:
-            import random  # imported when a retry is due, not at start-up
+            with IMPORTING:
+                import random  # imported when a retry is due, not at start-up
 
             self._jitter = random.random
         return base / 2 + self._jitter() * base / 2

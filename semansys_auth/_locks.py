@@ -42,7 +42,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 from ._core import TokenCore
 from ._errors import TokenEndpointUnavailableError
-from ._fork import reset_after_fork
+from ._fork import IMPORTING, preload_for_renewal, reset_after_fork
 from ._log import logger
 
 # typing is not imported at run time: it costs 7 ms of the command's start-up.
@@ -275,6 +275,7 @@ class FetchLock:
     def hold(self, *, wait: bool) -> Iterator[bool]:
         """Hold the lock (True), or yield False when ``wait`` is off and someone
         else holds it, here or in another process."""
+        preload_for_renewal()
         holder = _Holder()
         taken, left_behind = self._take(holder, wait)
         if not taken:
@@ -381,9 +382,12 @@ class FetchLock:
     @asynccontextmanager
     async def hold_async(self, *, wait: bool) -> AsyncIterator[bool]:
         """``hold()`` for async tasks: the event loop is never blocked."""
-        import anyio
-        import anyio.to_thread
+        with IMPORTING:  # the first async use imports them (a fork waits: see _fork)
+            import anyio
+            import anyio.lowlevel
+            import anyio.to_thread
 
+            preload_for_renewal()
         holder = _Holder.current_task()
         slot = await self._enter_loop(holder, wait)
         if slot is None:

@@ -258,3 +258,59 @@ def test_fork_workers_started_during_the_first_request_fetch_their_own(
     assert [r[:2] for r in results] == [(200, 200)] * 3
     assert all(r[2] is not None for r in results)
     assert flight.join() == 200
+
+
+# -- imports on first use --------------------------------------------------------------------
+
+_FORK_DURING_IMPORT = """
+import importlib.abc, os, signal, sys, threading, time, warnings
+import requests
+from semansys_auth.testing import SemansysEmulator
+
+PARENT = os.getpid()
+
+class SlowImport(importlib.abc.MetaPathFinder):
+    # Widens the window: the parent's first import of the requests adapter takes 1.5 s.
+    def find_spec(self, name, path, target=None):
+        if name == "semansys_auth._requests" and os.getpid() == PARENT:
+            time.sleep(1.5)
+        return None
+
+sys.meta_path.insert(0, SlowImport())
+with SemansysEmulator() as emulator:
+    auth = emulator.auth()
+    first = threading.Thread(
+        target=requests.get, args=(emulator.api_url + "/parent",), kwargs={"auth": auth}
+    )
+    first.start()
+    time.sleep(0.5)
+    assert "semansys_auth._requests" not in sys.modules, "the import is not under way"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        signal.alarm(5)
+        reply = requests.get(emulator.api_url + "/child", auth=auth, timeout=5)
+        os._exit(0 if reply.status_code == 200 else 3)
+    _, status = os.waitpid(pid, 0)
+    first.join(10)
+    print("hung" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_while_another_thread_imports_on_first_use_waits_for_the_import() -> None:
+    """Python keeps a lock per module while importing it; a fork in the middle
+    would leave it held in the child, whose first import of that module would
+    wait forever. The package's imports on first use make a fork wait."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_DURING_IMPORT],
+        capture_output=True,
+        text=True,
+        timeout=45,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "exit 0", result.stdout + result.stderr
