@@ -30,6 +30,14 @@ TAKEN_OVER = "renewing here instead"
 _KEPT: list[Any] = []  # abandoned loops and tasks stay referenced: no collection mid-test
 
 
+@pytest.fixture(autouse=True)
+def _close_kept_loops() -> Any:
+    yield
+    for kept in _KEPT:
+        if isinstance(kept, asyncio.AbstractEventLoop) and not kept.is_running():
+            kept.close()  # a loop left stopped; its task stays referenced, never resumed
+
+
 async def fetch(client: str, auth: SemansysAuth, url: str) -> int:
     if client == "aiohttp":
         async with (
