@@ -73,7 +73,10 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'semansys_auth' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    from ._fork import IMPORTING
+
+    with IMPORTING:  # a fork waits for it: see _fork
+        value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
 from ._config import PRE_PRODUCTION_TOKEN_URL, build, env_options
+from ._fork import IMPORTING, reset_after_fork
 from ._httpx import HttpxAdapter, HttpxAuth
 from ._token import TokenInfo
 
@@ -131,6 +132,11 @@ class SemansysAuth(HttpxAuth):
         self._requests: RequestsAdapter | None = None
         self._aiohttp: AiohttpAdapter | None = None
         self._adapters_guard = threading.Lock()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # Another thread may have held the guard at the fork (it imports an adapter).
+        self._adapters_guard = threading.Lock()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SemansysAuth:
@@ -230,7 +236,8 @@ class SemansysAuth(HttpxAuth):
     def _requests_adapter(self) -> RequestsAdapter:
         with self._adapters_guard:
             if self._requests is None:
-                from ._requests import RequestsAdapter
+                with IMPORTING:
+                    from ._requests import RequestsAdapter
 
                 self._requests = RequestsAdapter(self._core, self._lock, self._settings)
             return self._requests
@@ -238,7 +245,8 @@ class SemansysAuth(HttpxAuth):
     def _aiohttp_adapter(self) -> AiohttpAdapter:
         with self._adapters_guard:
             if self._aiohttp is None:
-                from ._aiohttp import AiohttpAdapter
+                with IMPORTING:
+                    from ._aiohttp import AiohttpAdapter
 
                 self._aiohttp = AiohttpAdapter(self._core, self._lock, self._settings)
             return self._aiohttp

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Protocol, runtime_checkable
 
+from ._fork import reset_after_fork
+
 __all__ = ["CacheLock", "MemoryTokenCache", "TokenCache"]
 
 
@@ -68,6 +70,10 @@ class MemoryTokenCache:
     def __init__(self) -> None:
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def load(self, key: str) -> str | None:
         """The entry stored under ``key``, or None."""

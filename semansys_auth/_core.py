@@ -38,6 +38,7 @@ from ._errors import (
     TokenEndpointUnavailableError,
     UserCredentialsError,
 )
+from ._fork import IMPORTING, reset_after_fork
 from ._log import logger
 from ._oauth import EndpointRequest, EndpointResponse, TokenEndpoint
 from ._redact import mask_username, shown
@@ -139,15 +140,47 @@ class Policy:
 
 class _Schedule:
     """The token in use and when to renew it: one attribute, replaced at once,
-    so that the lock-free hot path never sees half an update."""
+    so that the lock-free hot path never sees half an update.
 
-    __slots__ = ("from_cache", "renew_at", "token", "valid_until")
+    Each deadline is kept twice. ``renew_at`` and ``valid_until`` are in the
+    monotonic clock, fixed when the token was adopted: a later step of the wall
+    clock (NTP, a VM's clock set back) moves neither. The ``wall_`` copies, in
+    epoch seconds, catch what the monotonic clock misses: it stands still while
+    the machine sleeps (Linux's ``CLOCK_MONOTONIC``), so after a resume only the
+    wall clock says that the token has expired. A deadline is passed when
+    either clock says so: early is safe, late is not."""
 
-    def __init__(self, token: Token, renew_at: float, valid_until: float, from_cache: bool) -> None:
+    __slots__ = (
+        "from_cache",
+        "renew_at",
+        "token",
+        "valid_until",
+        "wall_renew_at",
+        "wall_valid_until",
+    )
+
+    def __init__(
+        self,
+        token: Token,
+        wall_renew_at: float,
+        wall_valid_until: float,
+        shift: float,
+        from_cache: bool,
+    ) -> None:
         self.token = token
-        self.renew_at = renew_at
-        self.valid_until = valid_until
+        self.wall_renew_at = wall_renew_at
+        self.wall_valid_until = wall_valid_until
+        self.renew_at = wall_renew_at + shift
+        self.valid_until = wall_valid_until + shift
         self.from_cache = from_cache
+
+    def fresh(self, mono: float, wall: float) -> bool:
+        """No renewal due yet."""
+        return mono < self.renew_at and wall < self.wall_renew_at
+
+    def valid(self, mono: float, wall: float) -> bool:
+        """May still be sent."""
+        return mono < self.valid_until and wall < self.wall_valid_until
 
 
 class TokenCore:
@@ -165,24 +198,28 @@ class TokenCore:
         cache: Any = None,
         on_token: Callable[[TokenInfo], object] | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.policy = policy
         self.cache = cache
         self.on_token = on_token
-        self.clock = clock
+        self.clock = clock  # the wall clock: only for expiry shared with caches and servers
+        self.monotonic = monotonic  # every decision inside this process
         self._jitter = jitter
         self._current: _Schedule | None = None
         self._refresh_token: str | None = None
         self._refused_at = -math.inf  # obtained_at of the newest token the API refused
         # The credentials error that started a cooldown, and when the cooldown ends.
+        # This and the next two are in the monotonic clock.
         self._rejection: tuple[SemansysAuthError, float] | None = None
         self._renewal_failures = 0
         self._renew_again_at = -math.inf
         self._cache_paused_until = -math.inf
         self._key: tuple[str, bytes] | None = None  # (cache key, sealing key)
         self._key_lock = threading.Lock()
+        reset_after_fork(self)
         # The Authorization values of the last few tokens held: a 401 to one of
         # them is a 401 to us (the newest may have replaced it meanwhile).
         self._issued: deque[str] = deque(maxlen=8)
@@ -192,7 +229,12 @@ class TokenCore:
     def usable(self) -> Token | None:
         """The held token if it can be sent now with no renewal due (the hot path)."""
         current = self._current
-        if current is not None and self.clock() < current.renew_at:
+        # _Schedule.fresh, inlined: this runs on every request.
+        if (
+            current is not None
+            and self.monotonic() < current.renew_at
+            and self.clock() < current.wall_renew_at
+        ):
             return current.token
         return None
 
@@ -208,10 +250,14 @@ class TokenCore:
         * ``TOKEN``: no token may be sent; wait for the lock and run ``renew()``.
         """
         current = self._current
-        now = self.clock()
-        if current is None or now >= current.valid_until or current.token.authorization == refused:
+        mono, wall = self.monotonic(), self.clock()
+        if (
+            current is None
+            or not current.valid(mono, wall)
+            or current.token.authorization == refused
+        ):
             return Need.TOKEN, None
-        if now < current.renew_at or now < self._renew_again_at or self._cooling_down(now):
+        if current.fresh(mono, wall) or mono < self._renew_again_at or self._cooling_down(mono):
             return Need.NOTHING, current.token
         return Need.RENEWAL, current.token
 
@@ -238,6 +284,7 @@ class TokenCore:
         error is raised only when no valid token is left.
         """
         now = self.clock()
+        mono = self.monotonic()
         current = self._current
         usable: _Schedule | None = None
         if current is not None:
@@ -245,9 +292,9 @@ class TokenCore:
                 logger.debug("the API answered 401 to the current token: discarding it")
                 self._current = None
                 self._refused_at = max(self._refused_at, current.token.obtained_at)
-            elif now < current.renew_at:
+            elif current.fresh(mono, now):
                 return current.token  # renewed by the caller this one waited for
-            elif now < current.valid_until:
+            elif current.valid(mono, now):
                 usable = current
                 logger.debug("token %s: renewing it early", _expires_in(current.token, now))
         if usable is None:
@@ -255,14 +302,14 @@ class TokenCore:
         token = yield from self._from_cache(now)
         if token is not None:
             return token
-        if self._cooling_down(now):
+        if self._cooling_down(mono):
             if usable is not None:
                 return usable.token  # rejected credentials: keep the valid token quietly
-            raise self._cooldown_error(now)
+            raise self._cooldown_error(mono)
         try:
             token = yield from self._request(self.policy.max_retries if required else 0)
         except Exception as exc:
-            if usable is None or self.clock() >= usable.valid_until:
+            if usable is None or not usable.valid(self.monotonic(), self.clock()):
                 raise
             self._early_renewal_failed(exc, usable)
             return usable.token
@@ -319,7 +366,8 @@ class TokenCore:
                     attempt = 0
                     continue
                 if isinstance(exc, (ClientCredentialsError, UserCredentialsError)):
-                    self._rejection = (exc, now + self.policy.credentials_cooldown)
+                    until = self.monotonic() + self.policy.credentials_cooldown
+                    self._rejection = (exc, until)
                 logger.debug("token request rejected: %s", exc)
                 raise
             if token.refresh_token is None and request.grant_type == REFRESH_TOKEN:
@@ -345,7 +393,8 @@ class TokenCore:
             return exc.retry_after if exc.retry_after <= self.policy.retry_after_cap else None
         base = min(self.policy.max_backoff, self.policy.backoff * (2.0**attempt))
         if self._jitter is None:
-            import random  # imported when a retry is due, not at start-up
+            with IMPORTING:
+                import random  # imported when a retry is due, not at start-up
 
             self._jitter = random.random
         return base / 2 + self._jitter() * base / 2
@@ -353,8 +402,9 @@ class TokenCore:
     def _early_renewal_failed(self, exc: Exception, usable: _Schedule) -> None:
         self._renewal_failures += 1
         delay = min(RENEWAL_BACKOFF_MAX, 2.0 ** (self._renewal_failures - 1))
-        self._renew_again_at = self.clock() + delay
-        left = usable.valid_until - self.clock()
+        mono = self.monotonic()
+        self._renew_again_at = mono + delay
+        left = usable.valid_until - mono
         logger.warning(
             "early token renewal failed (%s); the current token stays in use for %.0f s "
             "more, next try in %.0f s",
@@ -395,7 +445,9 @@ class TokenCore:
     def _adopt(self, token: Token, *, from_cache: bool) -> None:
         renew_at, valid_until = self._schedule(token)
         self.endpoint.redact.add(token.access_token, token.refresh_token)
-        self._current = _Schedule(token, renew_at, valid_until, from_cache)
+        # The wall-clock deadlines, moved to the monotonic clock once, now.
+        shift = self.monotonic() - self.clock()
+        self._current = _Schedule(token, renew_at, valid_until, shift, from_cache)
         self._issued.append(token.authorization)
         self._refresh_token = token.refresh_token
         self._rejection = None
@@ -437,6 +489,10 @@ class TokenCore:
             if self._key is None:
                 self._key = self.endpoint.cache_keys()
             return self._key
+
+    def _after_fork(self) -> None:
+        # A fork while another thread computed the key would leave this held.
+        self._key_lock = threading.Lock()
 
     def _save_sealed(self, token: Token) -> None:
         """Seal ``token`` and save it (blocking: run as a :class:`Call`)."""
@@ -481,7 +537,7 @@ class TokenCore:
             )
 
     def _cache_active(self) -> bool:
-        return self.cache is not None and self.clock() >= self._cache_paused_until
+        return self.cache is not None and self.monotonic() >= self._cache_paused_until
 
     def cache_lock(self) -> Any:
         """The cache's lock for this object's key, or None (no cache, no lock
@@ -501,7 +557,7 @@ class TokenCore:
     def cache_failed(self, what: str, exc: BaseException) -> None:
         """A cache call failed: warn (once per pause) and leave the cache alone for
         :data:`CACHE_PAUSE` seconds, so that each request does not pay for it."""
-        now = self.clock()
+        now = self.monotonic()
         if now >= self._cache_paused_until:
             logger.warning(
                 "token cache %s failed: %s; going on without the cache for %.0f s",

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 
 from ._core import Call, Need, Sleep
+from ._fork import reset_after_fork
 from ._locks import FetchLock
 from ._log import logger
 from ._oauth import EndpointRequest, EndpointResponse
@@ -156,8 +157,15 @@ class BackgroundRenewal:
         self._core = core
         self._lock = lock
         self._send = send
-        self._thread: threading.Thread | None = None
         self._next_try = 0.0
+        self._after_fork()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # Also the constructor. A child of fork has no renewal thread, whatever
+        # the parent had under way, and a new guard (another thread may have
+        # held the parent's).
+        self._thread: threading.Thread | None = None
         self._guard = threading.Lock()
 
     def start(self) -> None:

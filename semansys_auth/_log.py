@@ -25,7 +25,10 @@ class _Logger:
 
     def _real(self) -> Any:
         if self._logger is None:
-            import logging
+            from ._fork import IMPORTING
+
+            with IMPORTING:
+                import logging
 
             self._logger = logging.getLogger("semansys_auth")
         return self._logger

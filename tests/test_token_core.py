@@ -26,11 +26,25 @@ URL = "https://id.example/connect/token"
 
 
 class Clock:
+    """The core's two clocks. ``now`` is the wall clock (epoch seconds); moving
+    it moves the monotonic clock too, which counts from another origin, as a
+    real one does (so that a mix-up of the two is seen). :meth:`step` moves the
+    wall clock alone: NTP, or a machine that slept while the monotonic clock
+    stood still."""
+
     def __init__(self) -> None:
         self.now = 1_000_000.0
+        self.stepped = 0.0
 
     def __call__(self) -> float:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.now - self.stepped - 990_000.0
+
+    def step(self, seconds: float) -> None:
+        self.now += seconds
+        self.stepped += seconds
 
 
 def make_core(clock: Clock, **options: Any) -> TokenCore:
@@ -53,7 +67,7 @@ def make_core(clock: Clock, **options: Any) -> TokenCore:
     }
     policy.update({k: options.pop(k) for k in list(options) if k in policy})
     options.setdefault("jitter", lambda: 1.0)
-    return TokenCore(endpoint, Policy(**policy), clock=clock, **options)
+    return TokenCore(endpoint, Policy(**policy), clock=clock, monotonic=clock.monotonic, **options)
 
 
 def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> EndpointResponse:
