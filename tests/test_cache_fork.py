@@ -114,7 +114,11 @@ def test_forked_workers_share_one_renewal_through_redis(
 ) -> None:
     with redis.Redis.from_url(redis_server.url, socket_timeout=2) as client:
         client.flushall()
-    check_one_renewal(semansys_emulator, RedisTokenCache.from_url(redis_server.url))
+    cache = RedisTokenCache.from_url(redis_server.url)
+    try:
+        check_one_renewal(semansys_emulator, cache)
+    finally:
+        cache.client.close()  # its pooled sockets: no ResourceWarning at exit
 
 
 def test_a_forked_child_never_releases_the_parents_redis_lease(
@@ -146,6 +150,7 @@ def test_a_forked_child_never_releases_the_parents_redis_lease(
             assert client.exists("semansys-auth:lock:" + "ab" * 32) == 1
         finally:
             lock.release()
+            cache.client.close()
         assert client.exists("semansys-auth:lock:" + "ab" * 32) == 0
 
 
