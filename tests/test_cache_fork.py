@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,6 @@ pytestmark = [
 
 WORKERS = 4
 LIFETIME = 2
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 class Recorder(logging.Handler):

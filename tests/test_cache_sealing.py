@@ -13,7 +13,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -30,25 +29,6 @@ from semansys_auth._entry import ENTRY_FORMAT, unseal
 from semansys_auth.testing import SemansysEmulator
 
 # -- fixtures and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_server.url, socket_timeout=2)
-    connection.flushall()
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 class Store:

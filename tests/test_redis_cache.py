@@ -13,7 +13,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +32,6 @@ from semansys_auth._entry import seal, unseal
 from semansys_auth.testing import SemansysEmulator
 
 SEALING_KEY = bytes(range(32))
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_server.url, socket_timeout=2)
-    connection.flushall()
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def everything(client: redis.Redis) -> dict[str, tuple[bytes, int]]:

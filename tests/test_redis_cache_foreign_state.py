@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -25,25 +24,6 @@ from semansys_auth.testing import SemansysEmulator
 
 KEY = "ab" * 32
 OTHER = "ef" * 32
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_server.url, socket_timeout=2)
-    connection.flushall()
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 # -- a lock key nobody holds ------------------------------------------------------------
