@@ -113,8 +113,11 @@ class _Holder:
 
     def gone(self) -> bool:
         """Whether the holder can no longer release the lock: its thread has
-        ended, or its task has ended, or the task's event loop is closed or not
-        running (nothing resumes the task until it runs again)."""
+        ended, or its task has ended, or the task's event loop is closed, or it
+        is stopped and nothing can run it again: its thread has ended, or is
+        this very thread (which would wait for it instead of running it). A loop
+        stopped on a live thread of its own may be run again
+        (``run_until_complete`` in bursts): it is waited for."""
         if self.task is None:
             return not self.thread.is_alive()
         task = self.task()
@@ -123,8 +126,11 @@ class _Holder:
         if self.loop is None:  # a trio task: its coroutine has ended
             return getattr(task, "cr_frame", True) is None
         loop = self.loop()
-        # A closed loop is not running either.
-        return loop is None or not loop.is_running() or bool(task.done())
+        if loop is None or loop.is_closed() or bool(task.done()):
+            return True
+        if loop.is_running():
+            return False
+        return not self.thread.is_alive() or self.thread is threading.current_thread()
 
     def blocks_this_thread(self) -> bool:
         """Whether a blocking wait on this thread would wait for the holder

@@ -452,3 +452,40 @@ def test_a_request_from_inside_a_renewal_on_the_same_thread_is_refused_at_once(
         status, took = timed(lambda: sync_request(auth, semansys_emulator.api_url + "/outer"))
     assert status == 200 and took < BOUND
     assert any("this very thread was renewing" in m for m in caplog.messages), caplog.messages
+
+
+@pytest.mark.timeout(60)
+def test_a_loop_idle_between_runs_is_waited_for_not_taken_over(
+    semansys_emulator: SemansysEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop run in bursts (``run_until_complete`` again and again) on a live
+    thread is idle, not gone: another thread waits for its renewal instead of
+    sending a second token request."""
+    auth = semansys_emulator.auth()
+    loop = asyncio.new_event_loop()
+    try:
+        semansys_emulator.pause_token_responses()
+        task = loop.create_task(fetch("httpx", auth, semansys_emulator.api_url + "/burst"))
+
+        async def pending() -> None:
+            while semansys_emulator.pending_token_requests < 1:
+                await asyncio.sleep(0.005)
+
+        loop.run_until_complete(asyncio.wait_for(pending(), 10))  # the loop is idle now
+        statuses: list[int] = []
+        other = threading.Thread(
+            target=lambda: statuses.append(sync_request(auth, semansys_emulator.api_url + "/other"))
+        )
+        with caplog.at_level("WARNING", logger="semansys_auth"):
+            other.start()
+            time.sleep(0.5)  # long enough for a take-over, had the loop counted as gone
+            assert semansys_emulator.pending_token_requests == 1
+            semansys_emulator.resume_token_responses()
+            assert loop.run_until_complete(asyncio.wait_for(task, 10)) == 200
+            other.join(10)
+        assert statuses == [200]
+        assert len(semansys_emulator.token_requests()) == 1
+        assert TAKEN_OVER not in caplog.text
+    finally:
+        semansys_emulator.resume_token_responses()
+        loop.close()
