@@ -49,9 +49,33 @@ class _Importing:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._forking = threading.local()  # whether this thread's fork holds the lock
+        self._hooked = False
 
     def __enter__(self) -> None:
         self._lock.acquire()
+        if not self._hooked:
+            self._hook()
+
+    def _hook(self) -> None:
+        """Register the fork hooks, on first use, after logging's.
+
+        At-fork "before" hooks run newest first, and logging's takes logging's
+        module lock. Were ours older, a fork would take that lock first and then
+        wait for an import under way here, which needs it (``getLogger`` in
+        urllib3, oauthlib...): the fork would stall for ``IMPORT_WAIT`` and the
+        child inherit a half-done import. Imported here, logging's hook is older
+        than ours whatever the application imported first. (Nothing waits for an
+        import before the first one starts, so registering late misses nothing.)
+        """
+        import logging  # noqa: F401 (for its at-fork hook; see above)
+
+        self._hooked = True
+        if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+            os.register_at_fork(
+                before=self.before_fork,
+                after_in_parent=self.after_fork_in_parent,
+                after_in_child=self.after_fork_in_child,
+            )
 
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()
@@ -110,9 +134,4 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(
-        before=IMPORTING.before_fork,
-        after_in_parent=IMPORTING.after_fork_in_parent,
-        after_in_child=IMPORTING.after_fork_in_child,
-    )
     os.register_at_fork(after_in_child=_after_fork_in_child)

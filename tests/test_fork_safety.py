@@ -314,3 +314,62 @@ def test_a_fork_while_another_thread_imports_on_first_use_waits_for_the_import()
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "exit 0", result.stdout + result.stderr
+
+
+_FORK_DURING_IMPORT_BEFORE_LOGGING = """
+import importlib.abc, os, signal, sys, threading, time, warnings
+from semansys_auth import SemansysAuth  # first, before anything imports logging
+assert "requests" not in sys.modules
+
+auth = SemansysAuth(client_id="c", client_secret="s", username="u@example.com",
+                    password="p", token_url="http://127.0.0.1:9/token")
+
+class SlowImport(importlib.abc.MetaPathFinder):
+    # Widens the window: a module that the requests adapter's import needs,
+    # and that logs (so its import needs logging's module lock), is slow.
+    def find_spec(self, name, path, target=None):
+        if name == "urllib3.exceptions":
+            time.sleep(0.5)
+        return None
+
+sys.meta_path.insert(0, SlowImport())
+importing = threading.Thread(target=auth._requests_adapter)  # the first requests use
+importing.start()
+time.sleep(0.2)
+started = time.monotonic()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    pid = os.fork()
+if pid == 0:
+    signal.alarm(5)
+    import requests  # the child's first use of what the parent was importing
+    os._exit(0)
+waited = time.monotonic() - started
+_, status = os.waitpid(pid, 0)
+importing.join(10)
+print("hung" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}")
+print("fork waited %.1f s" % waited)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_waits_for_an_import_that_needs_loggings_lock() -> None:
+    """At-fork hooks run newest first, and logging's takes logging's lock: when
+    the application imported semansys_auth before logging, the package's hook
+    must still come after logging's, or a fork would hold logging's lock while
+    waiting for an import that needs it (a stall of ``IMPORT_WAIT``, then a
+    child that hangs on that import)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_DURING_IMPORT_BEFORE_LOGGING],
+        capture_output=True,
+        text=True,
+        timeout=45,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    assert result.stdout.splitlines()[0] == "exit 0", result.stdout + result.stderr
+    waited = float(lines[-2])
+    assert waited < 5.0, "the fork stalled for IMPORT_WAIT: a deadlock with logging's lock"
