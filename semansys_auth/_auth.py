@@ -96,6 +96,9 @@ class SemansysAuth(HttpxAuth):
         client_secret: str,
         username: str,
         password: str,
+        # These defaults repeat _config.build's (tests/test_env_config.py checks
+        # they match): the command builds through _config without importing this
+        # module (and httpx), and the signature shows the values, not names.
         token_url: str = PRE_PRODUCTION_TOKEN_URL,
         scope: str | Iterable[str] | None = None,
         leeway: float = 60.0,

@@ -143,6 +143,7 @@ def build(
     client_secret: object,
     username: object,
     password: object,
+    # The defaults of SemansysAuth.__init__, repeated (see the comment there).
     token_url: object = PRE_PRODUCTION_TOKEN_URL,
     scope: object = None,
     leeway: object = 60.0,
