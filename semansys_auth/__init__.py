@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
     from ._auth import SemansysAuth
     from ._cache import CacheLock, MemoryTokenCache, TokenCache
-    from ._config import PRE_PRODUCTION_TOKEN_URL
     from ._errors import (
         BadTokenRequestError,
         ClientCredentialsError,
@@ -30,9 +29,10 @@ if TYPE_CHECKING:
     from ._file_cache import FileTokenCache
     from ._redis_cache import RedisTokenCache
     from ._token import Token, TokenInfo
+    from ._token_url import PRE_PRODUCTION_TOKEN_URL
 
 _WHERE = {
-    "PRE_PRODUCTION_TOKEN_URL": "._config",
+    "PRE_PRODUCTION_TOKEN_URL": "._token_url",
     "BadTokenRequestError": "._errors",
     "CacheLock": "._cache",
     "ClientCredentialsError": "._errors",

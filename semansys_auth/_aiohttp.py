@@ -29,8 +29,8 @@ from ._core import TokenCore
 from ._drive import obtain_async
 from ._locks import FetchLock
 from ._log import logger
-from ._oauth import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
 from ._token import Token
+from ._wire import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
 
 
 def _replayable(request: ClientRequest) -> bool:

@@ -13,10 +13,11 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
-from ._config import PRE_PRODUCTION_TOKEN_URL, build, env_options
+from ._config import build, env_options
 from ._fork import IMPORTING, reset_after_fork
 from ._httpx import HttpxAdapter, HttpxAuth
 from ._token import TokenInfo
+from ._token_url import PRE_PRODUCTION_TOKEN_URL
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -95,6 +96,9 @@ class SemansysAuth(HttpxAuth):
         client_secret: str,
         username: str,
         password: str,
+        # These defaults repeat _config.build's (tests/test_env_config.py checks
+        # they match): the command builds through _config without importing this
+        # module (and httpx), and the signature shows the values, not names.
         token_url: str = PRE_PRODUCTION_TOKEN_URL,
         scope: str | Iterable[str] | None = None,
         leeway: float = 60.0,

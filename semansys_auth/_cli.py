@@ -785,10 +785,12 @@ def _unreachable(exc: BaseException, url: str) -> str:
 
 
 def _token_url(args: argparse.Namespace) -> str:
+    from ._token_url import PRE_PRODUCTION_TOKEN_URL
+
     return str(
         getattr(args, "token_url", None)
         or os.environ.get("SEMANSYS_TOKEN_URL")
-        or "https://oidc-pre.semansys.com/connect/token"
+        or PRE_PRODUCTION_TOKEN_URL
     )
 
 

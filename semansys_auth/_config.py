@@ -11,24 +11,22 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 
+from ._answers import SCOPE_TOKEN
 from ._core import Policy, TokenCore
+from ._endpoint import TokenEndpoint
 from ._locks import FetchLock
-from ._oauth import TokenEndpoint, check_token_url
 from ._token import Token, TokenInfo
+from ._token_url import PRE_PRODUCTION_TOKEN_URL, check_token_url
 
 # typing is not imported at run time: it costs 7 ms of the command's start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-PRE_PRODUCTION_TOKEN_URL = "https://oidc-pre.semansys.com/connect/token"
-"""The Semansys pre-production token endpoint (the default ``token_url``)."""
-
 ENV_PREFIX = "SEMANSYS_"
 REQUIRED = ("client_id", "client_secret", "username", "password")
 OPTIONAL = ("token_url", "scope", "api_version", "token_cache")
 
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?\Z")
 _MAX_TEXT = 4096
 
@@ -84,7 +82,7 @@ def check_scope(scope: object) -> str | None:
     for item in items:
         if not isinstance(item, str):
             raise TypeError(f"scope entries must be strings, got {type(item).__name__}")
-        if not _SCOPE_TOKEN.match(item):
+        if not SCOPE_TOKEN.match(item):
             raise ValueError(
                 f"scope entries must be non-empty and made of visible ASCII without spaces, "
                 f"quotes or backslashes: {item!r}"
@@ -145,6 +143,7 @@ def build(
     client_secret: object,
     username: object,
     password: object,
+    # The defaults of SemansysAuth.__init__, repeated (see the comment there).
     token_url: object = PRE_PRODUCTION_TOKEN_URL,
     scope: object = None,
     leeway: object = 60.0,

@@ -8,8 +8,8 @@ resend. It never touches a socket, a file, a lock, a thread or the user's
 callback: :meth:`TokenCore.renew` is a generator that *yields* what it needs
 done and receives the results, in the manner of h11:
 
-* an :class:`~._oauth.EndpointRequest` -> the adapter sends it and sends back an
-  :class:`~._oauth.EndpointResponse`;
+* an :class:`~._wire.EndpointRequest` -> the adapter sends it and sends back an
+  :class:`~._wire.EndpointResponse`;
 * a :class:`Sleep` -> the adapter waits (``time.sleep`` or ``anyio.sleep``);
 * a :class:`Call` -> the adapter runs a blocking function (a cache load or save,
   the ``on_token`` callback) and sends back its result; async adapters run it in
@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator
 
+from ._endpoint import TokenEndpoint
 from ._entry import OLDER_FORMAT, seal, unseal
 from ._errors import (
     BadTokenRequestError,
@@ -40,9 +41,9 @@ from ._errors import (
 )
 from ._fork import IMPORTING, reset_after_fork
 from ._log import logger
-from ._oauth import EndpointRequest, EndpointResponse, TokenEndpoint
 from ._redact import mask_username, shown
 from ._token import REFRESH_TOKEN, Token, TokenInfo
+from ._wire import EndpointRequest, EndpointResponse
 
 SAFETY_MARGIN = 5.0
 """A token is not sent in the last ``min(5 s, a tenth of its lifetime)`` before it

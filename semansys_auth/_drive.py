@@ -18,8 +18,8 @@ from ._core import Call, Need, Sleep
 from ._fork import reset_after_fork
 from ._locks import FetchLock
 from ._log import logger
-from ._oauth import EndpointRequest, EndpointResponse
 from ._token import Token
+from ._wire import EndpointRequest, EndpointResponse
 
 # typing is not imported at run time: it costs 7 ms of the command's start-up.
 TYPE_CHECKING = False

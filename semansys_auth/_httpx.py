@@ -39,8 +39,8 @@ from ._core import Need, TokenCore
 from ._drive import AsyncSteps, Steps, carry_out, carry_out_async
 from ._errors import BadTokenRequestError
 from ._locks import FetchLock
-from ._oauth import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
 from ._token import Token
+from ._wire import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
 
 if TYPE_CHECKING:
     from ._core import Flow

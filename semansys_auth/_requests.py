@@ -32,8 +32,8 @@ from ._config import Settings
 from ._core import TokenCore
 from ._drive import BackgroundRenewal, obtain_blocking
 from ._locks import FetchLock
-from ._oauth import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
 from ._token import Token
+from ._wire import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
 
 _CHUNK = 64 * 1024
 

@@ -85,7 +85,7 @@ def test_bearer_and_basic_credentials(text: str, expected: str) -> None:
 
 
 def test_the_message_of_a_refused_token_url_is_shown_as_it_is() -> None:
-    from semansys_auth._oauth import check_token_url
+    from semansys_auth._token_url import check_token_url
 
     with pytest.raises(ValueError, match="user name or password") as caught:
         check_token_url("https://jane:hunter2@id.example/t")

@@ -11,7 +11,7 @@ import pytest
 import semansys_auth
 from helpers import RecordingServer, send
 from semansys_auth import BadTokenRequestError, SemansysAuth, SemansysAuthError
-from semansys_auth._oauth import TokenEndpoint
+from semansys_auth._endpoint import TokenEndpoint
 from semansys_auth.testing import SemansysEmulator
 from servers import HostileServer, http_answer, json_answer
 

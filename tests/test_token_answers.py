@@ -24,20 +24,18 @@ from semansys_auth import (
     TokenEndpointUnavailableError,
     UserCredentialsError,
 )
-from semansys_auth._oauth import (
+from semansys_auth._answers import excerpt, parse_retry_after
+from semansys_auth._endpoint import TokenEndpoint
+from semansys_auth._redact import Redactor
+from semansys_auth._token_url import check_token_url, is_loopback
+from semansys_auth._version import __version__
+from semansys_auth._wire import (
     MAX_ANSWER_BYTES,
     USER_AGENT,
     EndpointResponse,
-    TokenEndpoint,
-    check_token_url,
     decode_body,
-    excerpt,
     header,
-    is_loopback,
-    parse_retry_after,
 )
-from semansys_auth._redact import Redactor
-from semansys_auth._version import __version__
 
 URL = "https://id.example/connect/token"
 NOW = 1_000_000.0

@@ -18,9 +18,10 @@ from semansys_auth import (
     UserCredentialsError,
 )
 from semansys_auth._core import Call, Policy, Sleep, TokenCore
+from semansys_auth._endpoint import TokenEndpoint
 from semansys_auth._entry import seal, unseal
-from semansys_auth._oauth import EndpointRequest, EndpointResponse, TokenEndpoint
 from semansys_auth._token import Token, jwt_claims
+from semansys_auth._wire import EndpointRequest, EndpointResponse
 
 URL = "https://id.example/connect/token"
 

@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from test_token_core import Clock, RecordingCache, make_core, ok, requests_of, run, sealed
 
 from semansys_auth._core import Call, TokenCore
+from semansys_auth._endpoint import TokenEndpoint
 from semansys_auth._entry import MAX_ENTRY_BYTES, seal, unseal
-from semansys_auth._oauth import EndpointRequest, TokenEndpoint
 from semansys_auth._token import Token
+from semansys_auth._wire import EndpointRequest
 
 ACCESS = "access-token-of-the-sealing-tests"
 REFRESH = "refresh-token-of-the-sealing-tests"

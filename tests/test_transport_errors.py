@@ -211,7 +211,7 @@ def test_aiohttp_failures_become_client_errors(
 ) -> None:
     """The mapping itself, for failures a loopback server cannot force at will."""
     from semansys_auth._aiohttp import post
-    from semansys_auth._oauth import EndpointRequest
+    from semansys_auth._wire import EndpointRequest
 
     class Failing:
         async def __aenter__(self) -> None:

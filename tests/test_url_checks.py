@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semansys_auth._oauth import check_token_url
+from semansys_auth._token_url import check_token_url
 
 PASSWORD_MARK = "Pw9"
 USER_MARK = "Us8"

@@ -1,29 +1,21 @@
-"""RFC 6749 on the wire, without the wire: token requests and the classification
-of every answer a token endpoint can give.
+"""The classification of every answer a token endpoint can give: a
+:class:`~._token.Token` or a :class:`~._errors.SemansysAuthError` subclass.
 
-Request bodies are built by oauthlib (the protocol core under requests-oauthlib),
-imported on first use. Answers are read here, by hand, because reading them is
-what this package is about and oauthlib's reader does not fit it: it raises a
-bare ``Warning`` when the granted scope differs from the requested one (servers
-routinely add ``offline_access``) unless a process-wide environment variable is
-set, and it lets odd answers (``"error": null``, a non-string scope, an infinite
+Answers are read here, by hand, because reading them is what this package is
+about and oauthlib's reader does not fit it: it raises a bare ``Warning`` when
+the granted scope differs from the requested one (servers routinely add
+``offline_access``) unless a process-wide environment variable is set, and it
+lets odd answers (``"error": null``, a non-string scope, an infinite
 ``expires_in``) escape as ``TypeError`` or ``OverflowError``. Here every answer,
-whatever its status, headers and body, becomes a :class:`~._token.Token` or a
-:class:`~._errors.SemansysAuthError` subclass.
-
-oauthlib also refuses non-https URLs at request time unless another process-wide
-variable is set; we check the URL once, at construction, and allow plain http on
-loopback hosts only.
+whatever its status, headers and body, becomes a token or a typed error.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 from ._errors import (
     BadTokenRequestError,
@@ -34,210 +26,13 @@ from ._errors import (
     UserCredentialsError,
 )
 from ._redact import Redactor, mask_username, shown
-from ._token import (
-    MAX_TOKEN_LENGTH,
-    PASSWORD,
-    REFRESH_TOKEN,
-    Token,
-    access_token_problem,
-    jwt_claims,
-    refresh_token_problem,
-)
-from ._version import __version__
-
-MAX_ANSWER_BYTES = 1024 * 1024
-"""Largest token answer read (after decompression); a longer one is an error and
-nothing beyond this is read."""
+from ._token import REFRESH_TOKEN, Token, access_token_problem, jwt_claims, refresh_token_problem
+from ._wire import MAX_ANSWER_BYTES, EndpointResponse, header
 
 MAX_LIFETIME = 365 * 24 * 3600.0
 """Longest token lifetime believed; a longer ``expires_in`` or JWT ``exp`` is cut to this."""
 
 MAX_RETRY_AFTER = 24 * 3600.0
-
-USER_AGENT = f"semansys-auth/{__version__}"
-
-SEALING_KEY_INFO = b"semansys-auth/cache-entry/3"
-"""The HKDF ``info`` of the key that seals cache entries (see ``TokenEndpoint.cache_keys``)."""
-
-_FORM_HEADERS: Mapping[str, str] = {
-    "Content-Type": "application/x-www-form-urlencoded",
-    "Accept": "application/json",
-    # Compressed answers are decoded by us, within MAX_ANSWER_BYTES; asking for
-    # none keeps decompression bombs off the usual path.
-    "Accept-Encoding": "identity",
-    "User-Agent": USER_AGENT,
-}
-
-
-class EndpointRequest:
-    """A request to send to the token endpoint: POST ``body`` (a form) to ``url``.
-
-    ``timeout`` bounds the whole exchange, from connect to the last byte read.
-    (A plain class, not a dataclass: those cost start-up time.)
-    """
-
-    __slots__ = ("body", "grant_type", "headers", "timeout", "url")
-
-    method = "POST"
-
-    def __init__(self, url: str, body: bytes, grant_type: str, timeout: float) -> None:
-        self.url = url
-        self.body = body
-        self.grant_type = grant_type
-        self.timeout = timeout
-        self.headers = dict(_FORM_HEADERS)
-
-    def __repr__(self) -> str:  # not the body: it holds the password or refresh token
-        return f"EndpointRequest({self.method} {self.url}, grant_type={self.grant_type!r})"
-
-
-class EndpointResponse:
-    """What the token endpoint answered.
-
-    ``headers``: any mapping (looked up case-insensitively). ``body``: at most
-    :data:`MAX_ANSWER_BYTES`, decoded; ``truncated`` when there was more.
-    ``redirected_to``: set when the HTTP client followed a redirect of the token
-    request (the answer then comes from elsewhere and is not trusted).
-    """
-
-    __slots__ = ("body", "headers", "redirected_to", "status_code", "truncated")
-
-    def __init__(
-        self,
-        status_code: int,
-        headers: Mapping[str, str],
-        body: bytes,
-        truncated: bool = False,
-        redirected_to: str | None = None,
-    ) -> None:
-        self.status_code = status_code
-        self.headers = headers
-        self.body = body
-        self.truncated = truncated
-        self.redirected_to = redirected_to
-
-    def __repr__(self) -> str:
-        return f"EndpointResponse({self.status_code}, {len(self.body)} bytes)"
-
-
-# -- configuration checks ------------------------------------------------------------
-
-_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]")
-_SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def _without_userinfo(url: str) -> str:
-    """``url`` as a message may quote it: everything before its last ``@`` (a
-    user name and password, whatever the parser would make of them: a password
-    may itself hold ``@``, ``/``, ``#`` or ``:``) becomes ``***``; a leading
-    ``scheme://`` is kept. Over-masks a URL with ``@`` in its path or query,
-    which is harmless in a message."""
-    before, at, after = url.rpartition("@")
-    if not at:
-        return url
-    scheme = _SCHEME_AND_SLASHES.match(before)
-    return f"{scheme.group() if scheme else ''}***@{after}"
-
-
-def check_token_url(url: object) -> str:
-    """Refuse a token URL that would send the password in clear text or elsewhere.
-
-    ``https`` is required, except on loopback hosts (tests, the emulator, a local
-    tunnel): ``localhost``, 127.0.0.0/8 and ``::1``.
-
-    No message quotes the user name or password of the URL, whichever check
-    fails: the URL is quoted with its user info masked.
-
-    Raises:
-        TypeError: ``url`` is not a string.
-        ValueError: it is not an absolute http(s) URL, holds a user or password,
-            or is plain http to a host that is not loopback.
-    """
-    if not isinstance(url, str):
-        raise TypeError(f"token_url must be a string, got {type(url).__name__}")
-    example = "such as 'https://oidc-pre.semansys.com/connect/token'"
-    if not url.strip():
-        raise ValueError(f"token_url is empty: give the token endpoint's URL, {example}")
-    quoted = repr(_without_userinfo(url))
-    if _CONTROL_OR_SPACE.search(url):
-        raise ValueError(f"token_url {quoted} contains spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 (raises ValueError for a port out of range)
-    except ValueError as exc:
-        # urlsplit's own message may quote the netloc or a "port" cut out of a
-        # password: say it only when the URL has no user info.
-        reason = f" ({exc})" if "@" not in url else ""
-        raise ValueError(f"token_url {quoted} is not a valid URL{reason}") from None
-    if "@" in parts.netloc:
-        raise ValueError(
-            "token_url must not contain a user name or password: the client credentials "
-            "go in client_id and client_secret"
-        )
-    if parts.scheme not in ("http", "https") or not hostname:
-        raise ValueError(f"token_url must be an absolute http(s) URL, {example}; got {quoted}")
-    if parts.scheme == "http" and not is_loopback(hostname):
-        raise ValueError(
-            f"token_url {quoted} is not https: the password and client secret would travel "
-            "in clear text. Use https (plain http is accepted for localhost, 127.0.0.0/8 "
-            "and ::1 only)."
-        )
-    return url
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a host name as ``urlsplit(...).hostname`` gives it: no
-    brackets, no port) is this machine."""
-    import ipaddress
-
-    host = host.lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# -- reading answers -----------------------------------------------------------------
-
-
-def decode_body(raw: bytes, content_encoding: str | None) -> tuple[bytes, bool]:
-    """Undo a gzip or deflate ``Content-Encoding`` within :data:`MAX_ANSWER_BYTES`.
-
-    Written by hand because the HTTP clients decompress without a bound. Returns
-    the body and whether it was cut. An unknown or broken encoding leaves the
-    bytes as they are: they are then not JSON, and the answer is classified by
-    its status.
-    """
-    import zlib
-
-    encoding = content_encoding.strip().lower() if content_encoding else None
-    truncated = len(raw) > MAX_ANSWER_BYTES
-    raw = raw[:MAX_ANSWER_BYTES]
-    if encoding in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif encoding == "deflate":
-        wbits = zlib.MAX_WBITS if raw[:1] == b"\x78" else -zlib.MAX_WBITS
-    else:
-        return raw, truncated  # none, identity, or one we do not know
-    decoder = zlib.decompressobj(wbits)
-    try:
-        body = decoder.decompress(raw, MAX_ANSWER_BYTES + 1)
-    except zlib.error:
-        return raw, truncated
-    return body[:MAX_ANSWER_BYTES], truncated or len(body) > MAX_ANSWER_BYTES
-
-
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header's value, whatever the case of its name in ``headers`` (``name``
-    in lower case): the first one, for a mapping with several."""
-    for key, value in headers.items():
-        if isinstance(key, str) and key.lower() == name:
-            return value if isinstance(value, str) else None
-    return None
-
 
 _DELTA_SECONDS = re.compile(r"[0-9]{1,12}\Z")
 
@@ -265,7 +60,9 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 _TAGS = re.compile(r"<[^>]*>")
 _SCRIPTS = re.compile(r"(?is)<(script|style)\b.*?</\1>")
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
+SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
+"""One scope entry (RFC 6749 section 3.3: visible ASCII except the double quote
+and the backslash): checks the granted scope here, and the asked one in ``_config``."""
 _NUMBER = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?\Z")
 
 
@@ -294,114 +91,22 @@ def _scope(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     items = value.split(" ")
-    if not value or not all(_SCOPE_TOKEN.match(item) for item in items) or len(value) > 4096:
+    if not value or not all(SCOPE_TOKEN.match(item) for item in items) or len(value) > 4096:
         return None
     return value
 
 
-class TokenEndpoint:
-    """The token endpoint as seen from a client: builds the two token requests
-    and turns every answer into a :class:`Token` or a typed error."""
+class AnswerReader:
+    """Turns every answer of the token endpoint into a :class:`Token` or a typed
+    error, with messages that name the endpoint, the client and the (masked)
+    user. The base of :class:`~._endpoint.TokenEndpoint`, which sets the
+    attributes below."""
 
-    def __init__(
-        self,
-        *,
-        token_url: str,
-        client_id: str,
-        client_secret: str,
-        username: str,
-        password: str,
-        scope: str | None,
-        timeout: float,
-    ) -> None:
-        self.token_url = token_url
-        self.client_id = client_id
-        self.username = username
-        self.scope = scope
-        self.timeout = timeout
-        self._client_secret = client_secret
-        self._password = password
-        self.redact = Redactor([client_secret, password])
-
-    def __repr__(self) -> str:
-        return (
-            f"TokenEndpoint(token_url={self.token_url!r}, client_id={self.client_id!r}, "
-            f"username={mask_username(self.username)!r}, scope={self.scope!r})"
-        )
-
-    # -- requests --------------------------------------------------------------
-
-    def password_request(self) -> EndpointRequest:
-        # oauthlib's body builder, without a client object (the one its
-        # LegacyApplicationClient calls): client_id and client_secret in the body.
-        from oauthlib.oauth2.rfc6749.parameters import prepare_token_request
-
-        body = prepare_token_request(
-            PASSWORD,
-            username=self.username,
-            password=self._password,
-            scope=self.scope,
-            client_id=self.client_id,
-            client_secret=self._client_secret,
-        )
-        return EndpointRequest(self.token_url, body.encode(), PASSWORD, self.timeout)
-
-    def refresh_request(self, refresh_token: str) -> EndpointRequest:
-        from oauthlib.oauth2.rfc6749.parameters import prepare_token_request
-
-        # No scope: RFC 6749 section 6 keeps the originally granted scope.
-        body = prepare_token_request(
-            REFRESH_TOKEN,
-            refresh_token=refresh_token,
-            client_id=self.client_id,
-            client_secret=self._client_secret,
-        )
-        return EndpointRequest(self.token_url, body.encode(), REFRESH_TOKEN, self.timeout)
-
-    def cache_key(self) -> str:
-        """The key under which tokens of these credentials and scope are cached
-        (see :meth:`cache_keys`)."""
-        return self.cache_keys()[0]
-
-    def cache_keys(self) -> tuple[str, bytes]:
-        """The cache key, and the key that seals cache entries, of these
-        credentials and scope.
-
-        The cache key binds each cache entry to everything that obtained it:
-        token URL, client id, username, scope, and (through scrypt, a
-        deliberately slow salted KDF, about 35 ms) the client secret and
-        password. An object with a wrong password or another scope finds
-        nothing, and the key is no cheap offline test of the password. Hex, with
-        no e-mail address in it.
-
-        The sealing key (32 bytes, for AES-256-GCM) comes from the same scrypt
-        output, so both cost one scrypt: a cache entry can be opened only with
-        the credentials that wrote it.
-        """
-        # hmac is imported here: it is needed only where a cache is used.
-        import hmac
-
-        identity = json.dumps(
-            ["semansys-auth/cache-key/2", self.token_url, self.client_id, self.username, self.scope]
-        ).encode()
-        secrets = json.dumps([self._client_secret, self._password]).encode()
-        binding = hashlib.scrypt(
-            secrets,
-            salt=hashlib.sha256(identity).digest(),
-            n=2**14,
-            r=8,
-            p=1,  # 16 MiB of memory: within OpenSSL's default maxmem of 32 MiB
-            dklen=32,
-        )
-        # HKDF-Expand (RFC 5869, section 2.3) for a single 32-byte block, with
-        # the scrypt output as the pseudorandom key: T(1) = HMAC(PRK, info | 0x01).
-        # Written with the standard library's hmac rather than cryptography's
-        # HKDFExpand so that the command's warm start does not import
-        # cryptography's KDF modules (tests check it equals HKDFExpand).
-        sealing_key = hmac.new(binding, SEALING_KEY_INFO + b"\x01", hashlib.sha256).digest()
-        return hashlib.sha256(identity + binding).hexdigest(), sealing_key
-
-    # -- answers -----------------------------------------------------------------
+    token_url: str
+    client_id: str
+    username: str
+    scope: str | None
+    redact: Redactor
 
     def show(self, value: object, limit: int = 120) -> str:
         """A value from the server, made safe to put in a message."""
@@ -637,13 +342,10 @@ def _names_user_credentials(description: object) -> bool:
 
 
 __all__ = [
-    "MAX_ANSWER_BYTES",
-    "MAX_TOKEN_LENGTH",
-    "EndpointRequest",
-    "EndpointResponse",
-    "TokenEndpoint",
-    "check_token_url",
-    "decode_body",
-    "header",
-    "is_loopback",
+    "MAX_LIFETIME",
+    "MAX_RETRY_AFTER",
+    "SCOPE_TOKEN",
+    "AnswerReader",
+    "excerpt",
+    "parse_retry_after",
 ]
