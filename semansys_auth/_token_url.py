@@ -15,20 +15,6 @@ PRE_PRODUCTION_TOKEN_URL = "https://oidc-pre.semansys.com/connect/token"
 """The Semansys pre-production token endpoint (the default ``token_url``)."""
 
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]")
-_SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def _without_userinfo(url: str) -> str:
-    """``url`` as a message may quote it: everything before its last ``@`` (a
-    user name and password, whatever the parser would make of them: a password
-    may itself hold ``@``, ``/``, ``#`` or ``:``) becomes ``***``; a leading
-    ``scheme://`` is kept. Over-masks a URL with ``@`` in its path or query,
-    which is harmless in a message."""
-    before, at, after = url.rpartition("@")
-    if not at:
-        return url
-    scheme = _SCHEME_AND_SLASHES.match(before)
-    return f"{scheme.group() if scheme else ''}***@{after}"
 
 
 def check_token_url(url: object) -> str:
@@ -37,8 +23,11 @@ def check_token_url(url: object) -> str:
     ``https`` is required, except on loopback hosts (tests, the emulator, a local
     tunnel): ``localhost``, 127.0.0.0/8 and ``::1``.
 
-    No message quotes the user name or password of the URL, whichever check
-    fails: the URL is quoted with its user info masked.
+    A URL with an ``@`` anywhere is refused first, without being quoted: a user
+    name and password may hide in it in forms that a parser reads as a host and
+    port, a path or a fragment (``https://jane:4433#pass@host/t``), and a later
+    message, a log line or the command would then show them. So no message
+    quotes a password, whichever check fails.
 
     Raises:
         TypeError: ``url`` is not a string.
@@ -50,7 +39,13 @@ def check_token_url(url: object) -> str:
     example = f"such as {PRE_PRODUCTION_TOKEN_URL!r}"
     if not url.strip():
         raise ValueError(f"token_url is empty: give the token endpoint's URL, {example}")
-    quoted = repr(_without_userinfo(url))
+    if "@" in url:
+        raise ValueError(
+            "token_url must not contain a user name or password (it has an '@'): the "
+            "client credentials go in client_id and client_secret; write an '@' of the "
+            "path as %40"
+        )
+    quoted = repr(url)
     if _CONTROL_OR_SPACE.search(url):
         raise ValueError(f"token_url {quoted} contains spaces or control characters")
     try:
@@ -58,15 +53,7 @@ def check_token_url(url: object) -> str:
         hostname = parts.hostname
         parts.port  # noqa: B018 (raises ValueError for a port out of range)
     except ValueError as exc:
-        # urlsplit's own message may quote the netloc or a "port" cut out of a
-        # password: say it only when the URL has no user info.
-        reason = f" ({exc})" if "@" not in url else ""
-        raise ValueError(f"token_url {quoted} is not a valid URL{reason}") from None
-    if "@" in parts.netloc:
-        raise ValueError(
-            "token_url must not contain a user name or password: the client credentials "
-            "go in client_id and client_secret"
-        )
+        raise ValueError(f"token_url {quoted} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not hostname:
         raise ValueError(f"token_url must be an absolute http(s) URL, {example}; got {quoted}")
     if parts.scheme == "http" and not is_loopback(hostname):

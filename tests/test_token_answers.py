@@ -778,8 +778,8 @@ def test_accepted_token_urls(url: str) -> None:
         ("https:///t", "token_url must be an absolute http(s) URL"),
         (
             "https://user@id.example/t",
-            "token_url must not contain a user name or password: the client credentials "
-            "go in client_id and client_secret",
+            "token_url must not contain a user name or password (it has an '@'): the client "
+            "credentials go in client_id and client_secret",
         ),
         ("https://:pw@id.example/t", "token_url must not contain a user name or password"),
         (

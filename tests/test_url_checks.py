@@ -4,7 +4,6 @@ refuses, whichever of its checks fails first. No I/O."""
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -70,11 +69,8 @@ def test_no_message_quotes_the_user_info(case: tuple[str, str, str]) -> None:
         check_token_url(url)
     except ValueError as exc:
         caught = exc
-    else:  # a '?' or '#' in the "user name" ends the authority: no user info left
-        parts = urlsplit(url)
-        assert parts.username is None
-        assert PASSWORD_MARK not in parts.netloc
-        return
+    else:
+        raise AssertionError("a URL with an '@' (user info, in whatever form) was accepted")
     message = str(caught)
     for secret in (user, password):
         assert secret not in message
@@ -100,52 +96,38 @@ def test_only_type_and_value_errors_come_out(value: object) -> None:
         assert str(error).startswith("token_url ")
 
 
+NO_USER_INFO = "token_url must not contain a user name or password (it has an '@')"
+
+
 @pytest.mark.parametrize(
-    ("url", "message"),
+    "url",
     [
         # Each of these was refused, before, by a check that quoted the whole URL.
-        (
-            "https://jane:hunter2@id.example:99999/t",
-            "token_url 'https://***@id.example:99999/t' is not a valid URL",
-        ),
-        ("ftp://jane:hunter2@id.example/t", "token_url must not contain a user name or password"),
-        (
-            "https://jane:hunter2@id.example/t ",
-            "token_url 'https://***@id.example/t ' contains spaces",
-        ),
-        (
-            "https://jane:hun\x01ter2@id.example/t",
-            "token_url 'https://***@id.example/t' contains spaces",
-        ),
-        (
-            "https://jane:hun/ter2@id.example/t",
-            "token_url 'https://***@id.example/t' is not a valid URL",
-        ),
-        (
-            "https://jane:hun#ter2@id.example/t",
-            "token_url 'https://***@id.example/t' is not a valid URL",
-        ),
-        ("https://jane:p@ss@id.example/t", "token_url must not contain a user name or password"),
-        (
-            "jane:hunter2@id.example/t",
-            "token_url must be an absolute http(s) URL, such as "
-            "'https://oidc-pre.semansys.com/connect/token'; got '***@id.example/t'",
-        ),
-        ("http://jane:hunter2@id.example/t", "token_url must not contain a user name or password"),
-        ("http://id.example/a@jane:hunter2", "token_url 'http://***@jane:hunter2' is not https"),
+        "https://jane:hunter2@id.example:99999/t",
+        "ftp://jane:hunter2@id.example/t",
+        "https://jane:hunter2@id.example/t ",
+        "https://jane:hun\x01ter2@id.example/t",
+        "https://jane:hun/ter2@id.example/t",
+        "https://jane:hun#ter2@id.example/t",
+        "https://jane:p@ss@id.example/t",
+        "jane:hunter2@id.example/t",
+        "http://jane:hunter2@id.example/t",
+        "http://id.example/a@jane:hunter2",
+        # Accepted before, as host "jane" and port 4433 (or 12) with the rest of
+        # the password in the fragment or the query: later messages showed it.
+        "https://jane:4433#hunter2@id.example/t",
+        "https://jane:12/hunter2@id.example/t",
+        "https://jane:12?hunter2@id.example/t",
     ],
 )
-def test_refused_urls_with_user_info(url: str, message: str) -> None:
+def test_refused_urls_with_user_info(url: str) -> None:
     with pytest.raises(ValueError, match=r"^token_url ") as caught:
         check_token_url(url)
-    assert str(caught.value).startswith(message)
-    if "jane:hunter2" not in message:
-        assert "hunter2" not in str(caught.value)
-        assert "jane" not in str(caught.value)
+    assert str(caught.value).startswith(NO_USER_INFO)
+    assert "hunter2" not in str(caught.value)
+    assert "jane" not in str(caught.value)
 
 
 def test_the_parser_reason_is_kept_when_there_is_no_user_info() -> None:
     with pytest.raises(ValueError, match=re.escape("is not a valid URL (Port out of range")):
         check_token_url("https://id.example:99999/t")
-    with pytest.raises(ValueError, match=r"is not a valid URL$"):
-        check_token_url("https://u:p@id.example:99999/t")
