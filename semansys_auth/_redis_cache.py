@@ -33,7 +33,7 @@ import os
 import threading
 import time
 
-from ._entry import entry_expires_at
+from ._entry import MAX_ENTRY_BYTES, entry_expires_at
 from ._log import logger
 
 # typing is not imported at run time: it costs 7 ms of the command's start-up.
@@ -411,7 +411,10 @@ class RedisTokenCache:
         """
         name = self._name("token", key)
         try:
-            raw = self.client.get(name)
+            # At most one byte more than an entry may hold, whatever a writer of this
+            # Redis stored there (a GET would read hundreds of MB). A missing key
+            # reads as empty, as an empty value does: neither is an entry.
+            raw = self.client.getrange(name, 0, MAX_ENTRY_BYTES)
         except Exception as exc:
             if not str(exc).startswith("WRONGTYPE"):
                 raise
@@ -422,7 +425,7 @@ class RedisTokenCache:
                 name,
             )
             return None
-        if raw is None:
+        if not raw:
             return None
         # Entries are ASCII; any other byte becomes one U+FFFD, and the auth
         # object ignores (and replaces) what it cannot open.

@@ -269,3 +269,30 @@ def test_clear_uses_scan_not_keys(client: redis.Redis, monkeypatch: pytest.Monke
     cache = RedisTokenCache(client)
     put(cache, KEY)
     assert cache.clear() == 1
+
+
+def test_a_huge_value_at_the_token_key_is_read_only_up_to_an_entrys_size(
+    client: redis.Redis, semansys_emulator: SemansysEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever can write to the Redis cannot make every worker read megabytes:
+    one byte more than an entry may hold is read, and the entry is a miss that
+    the next token replaces."""
+    from semansys_auth._entry import MAX_ENTRY_BYTES
+
+    cache = RedisTokenCache(client)
+    client.set(f"semansys-auth:token:{KEY}", b"x" * (8 * 1024 * 1024))
+    loaded = cache.load(KEY)
+    assert loaded is not None and len(loaded) == MAX_ENTRY_BYTES + 1
+    auth = semansys_emulator.auth(token_cache=cache)
+    name = f"semansys-auth:token:{auth._core.cache_key()}"
+    client.set(name, b"x" * (8 * 1024 * 1024))
+    with caplog.at_level(logging.WARNING, logger="semansys_auth"):
+        assert send("requests", auth, "GET", semansys_emulator.api_url + "/a").status == 200
+    assert "token cache entry ignored: too large" in caplog.text
+    assert len(semansys_emulator.token_requests()) == 1
+    assert client.strlen(name) < MAX_ENTRY_BYTES, "replaced by the new entry"
+
+
+def test_an_empty_value_at_the_token_key_is_a_miss(client: redis.Redis) -> None:
+    client.set(f"semansys-auth:token:{KEY}", b"")
+    assert RedisTokenCache(client).load(KEY) is None
