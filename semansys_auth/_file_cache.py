@@ -15,10 +15,10 @@ import re
 import stat
 import threading
 import time
-import weakref
 from pathlib import Path
 
 from ._entry import MAX_ENTRY_BYTES
+from ._fork import reset_after_fork
 from ._log import logger
 
 # typing is not imported at run time: it costs 7 ms of the command's start-up.
@@ -140,21 +140,6 @@ def _unlink_lock_if_free(path: Path) -> None:
         os.close(fd)  # also releases the lock
 
 
-_CACHES: weakref.WeakSet[FileTokenCache] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    # filelock objects refuse to work in a forked child ("inherited across fork"),
-    # and a guard held by another thread at the fork would stay held forever.
-    for cache in list(_CACHES):
-        cache._locks = {}
-        cache._guard = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 class _FileLock:
     """A ``filelock.FileLock`` as a :class:`CacheLock` (filelock imported on first use).
 
@@ -272,10 +257,16 @@ class FileTokenCache:
         self.directory = Path(directory).expanduser()
         self._locks: dict[str, _FileLock] = {}
         self._guard = threading.Lock()
-        _CACHES.add(self)
+        reset_after_fork(self)
 
     def __repr__(self) -> str:
         return f"FileTokenCache({str(self.directory)!r})"
+
+    def _after_fork(self) -> None:
+        # filelock objects refuse to work in a forked child ("inherited across fork"),
+        # and a guard held by another thread at the fork would stay held forever.
+        self._locks = {}
+        self._guard = threading.Lock()
 
     def path(self, key: str) -> Path:
         """The file that holds ``key``'s token."""
@@ -397,14 +388,14 @@ class FileTokenCache:
         directory = self._checked_directory()
         import tempfile
 
-        payload = entry
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=directory)
         try:
-            # mkstemp creates the file 0600 already; chmod again in case of an odd umask.
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, 0o600)
+            # The file object owns the descriptor from here: closed on every path.
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload)
+                # mkstemp creates the file 0600 already; chmod again in case of an odd umask.
+                if hasattr(os, "fchmod"):
+                    os.fchmod(handle.fileno(), 0o600)
+                handle.write(entry)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)  # replaces a planted symlink itself, never its target

@@ -454,3 +454,23 @@ def test_two_objects_sharing_one_cache_object_take_turns_and_leave_the_lock_free
     other = FileTokenCache(directory).lock(auths[0]._core.cache_key())  # as another process
     assert other.acquire(0.5), "nothing is left held"
     other.release()
+
+
+def test_a_save_that_fails_leaves_no_descriptor_open(
+    directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem that refuses chmod (vfat, CIFS): the save fails, and neither
+    its temporary file nor its descriptor stays behind."""
+    cache = FileTokenCache(directory)
+    cache.save(KEY, TOKEN)  # the directory exists: only the save's own descriptors count
+
+    def refuse(fd: int, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(PermissionError):
+            cache.save(KEY, TOKEN)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert sorted(p.name for p in directory.iterdir()) == [f"{KEY}.json"]
