@@ -273,7 +273,10 @@ def _is_terminal(stream: Any) -> bool:
 def _read_secret(prompt: str) -> str:
     import getpass
 
-    value = getpass.getpass(prompt)
+    try:
+        value = getpass.getpass(prompt)
+    except EOFError:  # Ctrl-D at the prompt
+        raise _UsageError("nothing entered") from None
     if not value:
         raise _UsageError("nothing entered")
     _read_secrets.append(value)
@@ -380,7 +383,7 @@ def _chosen_cache(args: argparse.Namespace) -> object:
     """The cache the options name, for ``cache clear --all`` (no credentials)."""
     try:
         return _cache(args, dict(os.environ))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:  # ImportError: the redis extra
         raise _UsageError(_redacted(str(exc))) from None
 
 
@@ -396,7 +399,8 @@ class _Session:
         try:
             overrides["token_cache"] = _cache(args, env)
             self.core, self.lock, _ = build(**env_options(env, overrides))
-        except (ValueError, TypeError) as exc:  # configuration, checked before any request
+        # Configuration, checked before any request (ImportError: the redis extra).
+        except (ValueError, TypeError, ImportError) as exc:
             raise _UsageError(_redacted(str(exc))) from None
 
     def token(self) -> Any:

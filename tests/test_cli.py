@@ -362,8 +362,11 @@ def test_password_stdin_on_a_terminal_prompts_without_echo(
     assert "demo-password" not in output
 
 
-def run_on_terminal(args: list[str], env: dict[str, str]) -> tuple[str, int]:
-    """Run the command with a pty as its terminal; answer the password prompt."""
+def run_on_terminal(
+    args: list[str], env: dict[str, str], answer: bytes = b"demo-password\n"
+) -> tuple[str, int]:
+    """Run the command with a pty as its terminal; answer the password prompt
+    (``b"\x04"``: Ctrl-D)."""
     with warnings.catch_warnings():
         # Python 3.12+ warns about fork() in a threaded process; the child execs at once.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -386,9 +389,50 @@ def run_on_terminal(args: list[str], env: dict[str, str]) -> tuple[str, int]:
                 break
             output += chunk
             if not answered and b"password:" in output.lower():
-                os.write(fd, b"demo-password\n")
+                os.write(fd, answer)
                 answered = True
     finally:
         _, status = os.waitpid(pid, 0)
     assert answered, output
     return output.decode(), os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_d_at_the_password_prompt_is_a_usage_error(
+    semansys_emulator: SemansysEmulator, tmp_path: Path
+) -> None:
+    env = environment(semansys_emulator, tmp_path)
+    del env["SEMANSYS_PASSWORD"]
+    output, code = run_on_terminal(["token", "--no-cache"], env, answer=b"\x04")
+    assert code == 2, output
+    assert "semansys-auth: error: nothing entered" in output
+    assert "internal error" not in output
+
+
+_WITHOUT_REDIS = (
+    "import sys; sys.modules['redis'] = None; "
+    "from semansys_auth._cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["token", "--cache", "redis://:hunter22@127.0.0.1:1/0"], ["cache", "clear", "--all"]],
+)
+def test_a_redis_cache_without_the_redis_extra_is_a_usage_error(
+    semansys_emulator: SemansysEmulator, tmp_path: Path, args: list[str]
+) -> None:
+    env = environment(semansys_emulator, tmp_path)
+    env["SEMANSYS_TOKEN_CACHE"] = "redis://:hunter22@127.0.0.1:1/0"
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_REDIS, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'semansys-auth[redis]'" in result.stderr
+    assert "hunter22" not in result.stderr + result.stdout
+    assert len(result.stderr.splitlines()) == 1
