@@ -40,7 +40,14 @@ from ._drive import AsyncSteps, Steps, carry_out, carry_out_async
 from ._errors import BadTokenRequestError
 from ._locks import FetchLock
 from ._token import Token
-from ._wire import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
+from ._wire import (
+    MAX_401_BODY,
+    MAX_ANSWER_BYTES,
+    EndpointRequest,
+    EndpointResponse,
+    decode_body,
+    header,
+)
 
 if TYPE_CHECKING:
     from ._core import Flow
@@ -256,10 +263,6 @@ async def read_async(
     if truncated:
         await response.aclose()
     return _answer(sent, response, b"".join(chunks), truncated, step)
-
-
-MAX_401_BODY = 64 * 1024
-"""Most of a 401's body read before the request is sent again (see _requests)."""
 
 
 def _kept_401_body(response: Any, raw: bytes) -> None:

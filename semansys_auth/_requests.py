@@ -33,13 +33,16 @@ from ._core import TokenCore
 from ._drive import BackgroundRenewal, obtain_blocking
 from ._locks import FetchLock
 from ._token import Token
-from ._wire import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
+from ._wire import (
+    MAX_401_BODY,
+    MAX_ANSWER_BYTES,
+    EndpointRequest,
+    EndpointResponse,
+    decode_body,
+    header,
+)
 
 _CHUNK = 64 * 1024
-
-MAX_401_BODY = 64 * 1024
-"""Most of a 401's body read before the request is sent again: a longer (or
-endless) body is cut there and its connection closed, not drained."""
 
 
 def post(request: EndpointRequest, session: requests.Session | None = None) -> EndpointResponse:

@@ -14,6 +14,10 @@ MAX_ANSWER_BYTES = 1024 * 1024
 """Largest token answer read (after decompression); a longer one is an error and
 nothing beyond this is read."""
 
+MAX_401_BODY = 64 * 1024
+"""Most of a 401's body read before the request is sent again: a longer (or
+endless) body is cut there and its connection closed, not drained."""
+
 USER_AGENT = f"semansys-auth/{__version__}"
 
 _FORM_HEADERS: Mapping[str, str] = {
