@@ -254,8 +254,23 @@ class FetchLock:
             delay = min(delay * 2, _POLL_MAX)
 
     def _note_cache_lock(self, holder: _Holder, lock: CacheLock) -> None:
+        """Record the cache lock ``holder`` took; released at once if ``holder``
+        was taken over meanwhile (nobody would release it later)."""
         with self._state:
-            holder.cache_lock = lock
+            current = self._holder is holder
+            if current:
+                holder.cache_lock = lock
+        if not current:
+            self._release_cache(lock)
+
+    def _try_cache_for(self, holder: _Holder, lock: CacheLock) -> bool | None:
+        """:meth:`_try_cache`, recorded for ``holder`` in the same worker call: a
+        lock taken there is known even if the event loop that asked is closed
+        before the answer reaches it (a take-over then releases it)."""
+        got = self._try_cache(lock)
+        if got:
+            self._note_cache_lock(holder, lock)
+        return got
 
     def _cache_lock_to_release(self, holder: _Holder) -> CacheLock | None:
         """The cache lock ``holder`` took, unless a take-over released it already."""
@@ -412,11 +427,8 @@ class FetchLock:
                 got = (
                     None
                     if cache_lock is None
-                    else await self._acquire_cache_async(cache_lock, wait)
+                    else await self._acquire_cache_async(holder, cache_lock, wait)
                 )
-                if got:
-                    assert cache_lock is not None
-                    self._note_cache_lock(holder, cache_lock)
                 if got is False and not wait:
                     yield False
                     return
@@ -447,7 +459,9 @@ class FetchLock:
         finally:
             self._release(holder)
 
-    async def _acquire_cache_async(self, lock: CacheLock, wait: bool) -> bool | None:
+    async def _acquire_cache_async(
+        self, holder: _Holder, lock: CacheLock, wait: bool
+    ) -> bool | None:
         import anyio
         import anyio.to_thread
 
@@ -456,7 +470,7 @@ class FetchLock:
         while True:
             # Shielded: a try that acquired must be seen, or the lock would leak.
             with anyio.CancelScope(shield=True):
-                got = await anyio.to_thread.run_sync(self._try_cache, lock)
+                got = await anyio.to_thread.run_sync(self._try_cache_for, holder, lock)
             if got is not False or not wait:
                 return got
             if time.monotonic() >= deadline:

@@ -489,3 +489,41 @@ def test_a_loop_idle_between_runs_is_waited_for_not_taken_over(
     finally:
         semansys_emulator.resume_token_responses()
         loop.close()
+
+
+def test_a_cache_lock_taken_for_a_holder_already_taken_over_is_released_at_once() -> None:
+    """A worker thread that acquires the cache lock for a task whose loop has
+    closed meanwhile records it for that task; if another caller took the
+    renewal over in between, nobody would release it later: it is released."""
+    from semansys_auth._locks import _Holder
+
+    lock = SemansysAuth(
+        client_id="c",
+        client_secret="s",
+        username="u@example.com",
+        password="p",
+        token_url="http://127.0.0.1:9/t",
+    )._lock
+    released: list[str] = []
+
+    class CacheLock:
+        def acquire(self, timeout: float) -> bool:
+            return True
+
+        def release(self) -> None:
+            released.append("released")
+
+    first = _Holder()
+    with lock._state:
+        assert lock._try_take(first)[0]
+    assert lock._try_cache_for(first, CacheLock()) is True
+    assert first.cache_lock is not None and released == [], "kept while first holds"
+    lock._give_back(first)
+    assert released == ["released"]
+    released.clear()
+    second, third = _Holder(), _Holder()
+    with lock._state:
+        assert lock._try_take(second)[0]
+    lock._holder = third  # second was taken over before its worker call came back
+    assert lock._try_cache_for(second, CacheLock()) is True
+    assert released == ["released"] and second.cache_lock is None
