@@ -8,19 +8,20 @@ import json
 import socket
 import struct
 import threading
+from typing import TypeVar
+
+_L = TypeVar("_L", bound="_Listener")
 
 
-class DroppingServer:
-    """Accepts connections and closes them at once; ``reset``: with an RST
-    (SO_LINGER 0) instead of a FIN. Counts the connections it dropped."""
+class _Listener:
+    """A loopback socket whose thread accepts connections and hands each to
+    :meth:`accepted`; a context manager that starts and stops it."""
 
-    def __init__(self, *, reset: bool = False) -> None:
-        self.reset = reset
-        self.dropped = 0
+    def __init__(self) -> None:
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(16)
-        self._sock.settimeout(0.05)
+        self._sock.settimeout(0.05)  # so that the loop sees the stop flag
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -36,12 +37,12 @@ class DroppingServer:
                 continue
             except OSError:
                 return
-            if self.reset:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.dropped += 1  # before the close, which the client may see at once
-            conn.close()
+            self.accepted(conn)
 
-    def __enter__(self) -> DroppingServer:
+    def accepted(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _L) -> _L:
         self._thread.start()
         return self
 
@@ -51,7 +52,23 @@ class DroppingServer:
         self._sock.close()
 
 
-class Api401Server:
+class DroppingServer(_Listener):
+    """Accepts connections and closes them at once; ``reset``: with an RST
+    (SO_LINGER 0) instead of a FIN. Counts the connections it dropped."""
+
+    def __init__(self, *, reset: bool = False) -> None:
+        self.reset = reset
+        self.dropped = 0
+        super().__init__()
+
+    def accepted(self, conn: socket.socket) -> None:
+        if self.reset:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.dropped += 1  # before the close, which the client may see at once
+        conn.close()
+
+
+class Api401Server(_Listener):
     """A token endpoint and an API on one loopback port. Tokens are ``tok-1``,
     ``tok-2``...; the API answers a request carrying ``tok-1`` with a 401
     whose body is ``size`` bytes long (Content-Length), or endless (chunked)
@@ -72,29 +89,13 @@ class Api401Server:
         self.ends_401: list[str] = []
         self.authorizations: list[str | None] = []
         self._lock = threading.Lock()
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self._sock.settimeout(0.05)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            # A small send buffer: what the kernel holds for a client that
-            # stopped reading stays small beside what the server counts.
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
-            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+    def accepted(self, conn: socket.socket) -> None:
+        # A small send buffer: what the kernel holds for a client that
+        # stopped reading stays small beside what the server counts.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _connection(self, conn: socket.socket) -> None:
         from servers import _read_request, http_answer, json_answer
@@ -166,12 +167,3 @@ class Api401Server:
             self.sent_401.append(sent)
             self.ends_401.append(end)
         return end == "complete"
-
-    def __enter__(self) -> Api401Server:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
