@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from test_token_answers import URL, endpoint
 from test_token_core import Clock, RecordingCache, make_core, ok, requests_of, run, sealed
 
 from semansys_auth._core import Call, TokenCore
-from semansys_auth._endpoint import TokenEndpoint
 from semansys_auth._entry import MAX_ENTRY_BYTES, seal, unseal
 from semansys_auth._token import Token
 from semansys_auth._wire import EndpointRequest
@@ -314,22 +314,6 @@ def test_an_unusable_expired_entry_gives_no_refresh_token() -> None:
 
 
 # -- the keys ------------------------------------------------------------------------------------
-
-URL = "https://id.example/connect/token"
-
-
-def endpoint(**changes: Any) -> TokenEndpoint:
-    settings: dict[str, Any] = {
-        "token_url": URL,
-        "client_id": "cid",
-        "client_secret": "s3cret-client",
-        "username": "jane@example.com",
-        "password": "pa55word",
-        "scope": "read write",
-        "timeout": 12.5,
-    }
-    settings.update(changes)
-    return TokenEndpoint(**settings)
 
 
 def test_the_sealing_key_is_hkdf_expand_of_the_scrypt_output() -> None:
