@@ -25,12 +25,19 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payload
 
 from ._config import Settings
-from ._core import TokenCore
-from ._drive import obtain_async
-from ._locks import FetchLock
+from ._drive import Shell, run_async
 from ._log import logger
 from ._token import Token
-from ._wire import MAX_ANSWER_BYTES, EndpointRequest, EndpointResponse, decode_body, header
+from ._wire import (
+    CUT,
+    LATE,
+    MAX_ANSWER_BYTES,
+    EndpointRequest,
+    EndpointResponse,
+    decode_body,
+    header,
+    read_bounded_async,
+)
 
 
 def _replayable(request: ClientRequest) -> bool:
@@ -44,9 +51,9 @@ def _replayable(request: ClientRequest) -> bool:
 class AiohttpAdapter:
     """The aiohttp side of one ``SemansysAuth``."""
 
-    def __init__(self, core: TokenCore, lock: FetchLock, settings: Settings) -> None:
-        self._core = core
-        self._lock = lock
+    def __init__(self, shell: Shell, settings: Settings) -> None:
+        self._shell = shell
+        self._core = shell.core
         self._settings = settings
         self._origin: Any = None
 
@@ -72,14 +79,16 @@ class AiohttpAdapter:
         token = core.usable() or await self._token(request, None)
         self._settings.authorize(request.headers, token)
         response = await handler(request)
-        if response.status != 401:  # the hot path: nothing more to look at
-            return response
-        sent = request.headers.get(hdrs.AUTHORIZATION)
-        what = f"{request.method} {request.url.path}"
-        if not core.may_resend(401, sent, _replayable(request), what):
+        refused = core.refused(
+            response.status,
+            request.headers.get(hdrs.AUTHORIZATION),
+            response.status == 401 and _replayable(request),
+            lambda: f"{request.method} {request.url.path}",
+        )
+        if refused is None:
             return response
         response.release()
-        token = await self._token(request, sent)
+        token = await self._token(request, refused)
         self._settings.authorize(request.headers, token)
         return await handler(request)
 
@@ -89,7 +98,7 @@ class AiohttpAdapter:
         async def send(step: EndpointRequest) -> EndpointResponse:
             return await post(session, step)
 
-        return await obtain_async(self._core, self._lock, send, refused)
+        return await run_async(self._core.renewal(refused), self._shell, send)
 
 
 async def post(session: aiohttp.ClientSession, step: EndpointRequest) -> EndpointResponse:
@@ -124,14 +133,8 @@ async def _post(session: aiohttp.ClientSession, step: EndpointRequest) -> Endpoi
         auto_decompress=False,
         timeout=aiohttp.ClientTimeout(total=step.timeout),
     ) as response:
-        chunks: list[bytes] = []
-        size = 0
-        truncated = False
-        while chunk := await response.content.read(64 * 1024):  # the total timeout applies
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                truncated = True
-                break
-            chunks.append(chunk)
-        body, cut = decode_body(b"".join(chunks), header(response.headers, "content-encoding"))
-        return EndpointResponse(response.status, response.headers, body, truncated or cut)
+        # The total timeout applies to every read too.
+        raw, how = await read_bounded_async(response.content.read, MAX_ANSWER_BYTES)
+        assert how != LATE  # no deadline given
+        body, cut = decode_body(raw, header(response.headers, "content-encoding"))
+        return EndpointResponse(response.status, response.headers, body, how == CUT or cut)

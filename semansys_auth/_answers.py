@@ -21,13 +21,17 @@ from ._errors import (
     BadTokenRequestError,
     ClientCredentialsError,
     MalformedTokenResponseError,
-    SemansysAuthError,
     TokenEndpointUnavailableError,
     UserCredentialsError,
 )
 from ._redact import Redactor, mask_username, shown
 from ._token import REFRESH_TOKEN, Token, access_token_problem, jwt_claims, refresh_token_problem
 from ._wire import MAX_ANSWER_BYTES, EndpointResponse, header
+
+# typing is not imported at run time: it costs 7 ms of the command's start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._errors import SemansysAuthError
 
 MAX_LIFETIME = 365 * 24 * 3600.0
 """Longest token lifetime believed; a longer ``expires_in`` or JWT ``exp`` is cut to this."""

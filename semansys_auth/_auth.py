@@ -113,7 +113,7 @@ class SemansysAuth(HttpxAuth):
         on_token: Callable[[TokenInfo], object] | None = None,
         requests_session: requests.Session | None = None,
     ) -> None:
-        self._core, self._lock, self._settings = build(
+        self._shell, self._settings = build(
             client_id=client_id,
             client_secret=client_secret,
             username=username,
@@ -132,7 +132,8 @@ class SemansysAuth(HttpxAuth):
             on_token=on_token,
             requests_session=requests_session,
         )
-        self._httpx = HttpxAdapter(self._core, self._lock, self._settings)
+        self._core = self._shell.core
+        self._httpx = HttpxAdapter(self._shell, self._settings)
         self._requests: RequestsAdapter | None = None
         self._aiohttp: AiohttpAdapter | None = None
         self._adapters_guard = threading.Lock()
@@ -243,7 +244,7 @@ class SemansysAuth(HttpxAuth):
                 with IMPORTING:
                     from ._requests import RequestsAdapter
 
-                self._requests = RequestsAdapter(self._core, self._lock, self._settings)
+                self._requests = RequestsAdapter(self._shell, self._settings)
             return self._requests
 
     def _aiohttp_adapter(self) -> AiohttpAdapter:
@@ -252,5 +253,5 @@ class SemansysAuth(HttpxAuth):
                 with IMPORTING:
                     from ._aiohttp import AiohttpAdapter
 
-                self._aiohttp = AiohttpAdapter(self._core, self._lock, self._settings)
+                self._aiohttp = AiohttpAdapter(self._shell, self._settings)
             return self._aiohttp

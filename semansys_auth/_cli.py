@@ -388,8 +388,8 @@ def _chosen_cache(args: argparse.Namespace) -> object:
 
 
 class _Session:
-    """What ``token``, ``inspect`` and ``cache clear`` use: the core, its lock
-    and the redactor."""
+    """What ``token``, ``inspect`` and ``cache clear`` use: the core in its
+    shell, and the redactor."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         from ._config import build, env_options
@@ -398,18 +398,19 @@ class _Session:
         overrides = _credentials(args, env)
         try:
             overrides["token_cache"] = _cache(args, env)
-            self.core, self.lock, _ = build(**env_options(env, overrides))
+            self.shell, _ = build(**env_options(env, overrides))
+            self.core = self.shell.core
         # Configuration, checked before any request (ImportError: the redis extra).
         except (ValueError, TypeError, ImportError) as exc:
             raise _UsageError(_redacted(str(exc))) from None
 
     def token(self) -> Any:
-        from ._drive import cached_blocking, obtain_blocking
+        from ._drive import cached_blocking, run_blocking
 
         # A warm cache answers without the cache lock (and its import).
-        token = cached_blocking(self.core)
+        token = cached_blocking(self.shell)
         if token is None:
-            token = obtain_blocking(self.core, self.lock, _send)
+            token = run_blocking(self.core.renewal(), self.shell, _send)
         return token
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 from ._answers import SCOPE_TOKEN
-from ._core import Policy, TokenCore
+from ._core import TokenCore
+from ._drive import Shell
 from ._endpoint import TokenEndpoint
-from ._locks import FetchLock
+from ._fork import IMPORTING
+from ._locks import RenewalLock
+from ._policy import Policy
 from ._token import Token, TokenInfo
 from ._token_url import PRE_PRODUCTION_TOKEN_URL, check_token_url
 
@@ -34,10 +38,9 @@ _MAX_TEXT = 4096
 class Settings:
     """What the adapters need besides the core: how to dress a request."""
 
-    __slots__ = ("api_version", "requests_session", "timeout")
+    __slots__ = ("api_version", "requests_session")
 
-    def __init__(self, timeout: float, api_version: str | None, requests_session: Any) -> None:
-        self.timeout = timeout
+    def __init__(self, api_version: str | None, requests_session: Any) -> None:
         self.api_version = api_version
         self.requests_session = requests_session
 
@@ -157,8 +160,8 @@ def build(
     token_cache: object = None,
     on_token: object = None,
     requests_session: object = None,
-) -> tuple[TokenCore, FetchLock, Settings]:
-    """Check every option and build the core, the lock and the settings."""
+) -> tuple[Shell, Settings]:
+    """Check every option and build the core in its shell, and the settings."""
     if (
         isinstance(max_retries, bool)
         or not isinstance(max_retries, int)
@@ -188,15 +191,29 @@ def build(
         credentials_cooldown=check_number("credentials_cooldown", credentials_cooldown, minimum=0),
     )
     callback: Callable[[TokenInfo], object] | None = on_token
-    core = TokenCore(endpoint, policy, cache=check_cache(token_cache), on_token=callback)
-    budget = policy.fetch_budget(seconds)
-    lock = FetchLock(core, wait_limit=budget * 2, cache_wait=cache_wait(seconds, core.cache))
+    cache = check_cache(token_cache)
+    core = TokenCore(
+        endpoint,
+        policy,
+        cache=cache,
+        on_token=callback,
+        clock=time.time,
+        monotonic=time.monotonic,
+        jitter=_jitter,
+        cache_wait=cache_wait(seconds, cache),
+    )
     settings = Settings(
-        timeout=seconds,
         api_version=check_api_version(api_version),
         requests_session=requests_session,
     )
-    return core, lock, settings
+    return Shell(core, RenewalLock()), settings
+
+
+def _jitter() -> float:
+    with IMPORTING:  # on the first retry, not at start-up (a fork waits: see _fork)
+        import random
+
+    return random.random()
 
 
 def cache_from_setting(value: str, source: str) -> object:

@@ -1,11 +1,18 @@
-"""Carrying out the core's instructions, for adapters that *call* their HTTP
-library: blocking callers (requests, the command line) and async callers that
-await their I/O (aiohttp). The httpx adapter *yields* its token requests to the
-client, so it has its own two loops, built from the same :class:`Steps`.
+"""The two drivers: they carry out the token core's effects (``_effects``),
+one for blocking callers and one for async callers, for every adapter.
 
-Every adapter follows the same three-way rule from :meth:`TokenCore.need`:
-send the current token; send it and let one caller renew early; or wait for the
-lock and renew.
+A driver runs the core's renewal generator, hands each token request
+(:class:`~._wire.EndpointRequest`) to its adapter, carries out everything else
+itself, and sends each result back in (a failure is thrown back in, for the
+core to judge). The two differ only where they must: the blocking driver
+sleeps with ``time.sleep``, waits for the renewal lock on a condition and makes
+blocking calls in place; the async driver sleeps with anyio, waits for the lock
+without blocking the event loop, and makes blocking calls in a worker thread.
+
+Both are generators that *yield* the token requests: the httpx adapter yields
+them on to the client (``yield from`` in its auth flow), and the others send
+them with a function (:func:`run_blocking`, :func:`run_async`). Whatever the
+flow still holds when it ends, early or not, is released.
 """
 
 from __future__ import annotations
@@ -13,10 +20,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from contextlib import aclosing
 
-from ._core import Call, Need, Sleep
-from ._fork import reset_after_fork
-from ._locks import FetchLock
+from ._effects import Blocking, Detach, ReleaseLock, Sleep, TakeLock
+from ._fork import IMPORTING, preload_for_renewal, reset_after_fork
+from ._locks import Holder, RenewalLock
 from ._log import logger
 from ._token import Token
 from ._wire import EndpointRequest, EndpointResponse
@@ -27,25 +35,82 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._core import Flow, TokenCore
+    from ._endpoint import TokenEndpoint
 
-if TYPE_CHECKING:
     Send = Callable[[EndpointRequest], EndpointResponse]
     SendAsync = Callable[[EndpointRequest], Awaitable[EndpointResponse]]
 
 
+class Shell:
+    """The I/O side of one auth object, with which effects are carried out:
+    the core, the renewal lock, and, for :meth:`~._effects.Blocking.run`, the
+    endpoint (key derivation), the token cache and the ``on_token`` callback."""
+
+    __slots__ = (
+        "__weakref__",
+        "_background",
+        "_guard",
+        "cache",
+        "core",
+        "endpoint",
+        "lock",
+        "on_token",
+    )
+
+    def __init__(self, core: TokenCore, lock: RenewalLock) -> None:
+        self.core = core
+        self.lock = lock
+        self.endpoint: TokenEndpoint = core.endpoint
+        self.cache = core.cache
+        self.on_token = core.on_token
+        self._after_fork()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # Also the constructor: a child of fork has no renewal thread, and a new
+        # guard (another thread may have held the parent's).
+        self._background: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    def detach(self, flow: Flow, send: Send) -> bool:
+        """Go on with ``flow`` in a daemon thread (an advisory renewal), unless
+        one runs already (then ``flow`` is closed). Whether the caller is free."""
+        with self._guard:
+            thread = self._background
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(
+                    target=self._in_background,
+                    args=(flow, send),
+                    name="semansys-auth-renewal",
+                    daemon=True,
+                )
+                self._background = thread
+                thread.start()
+                return True
+        flow.close()
+        return True
+
+    def _in_background(self, flow: Flow, send: Send) -> None:
+        try:
+            run_blocking(flow, self, send)
+        except Exception as exc:
+            # Raised only when no valid token is left; the next request that
+            # needs one renews in its own thread and sees the error.
+            logger.warning("background token renewal failed: %s", self.core.redacted(exc))
+
+
 class Steps:
-    """Iterates over what a generator yields; the adapter answers each item with
-    :meth:`reply` (a result sent back) or :meth:`fail` (an exception thrown in,
-    for the core to judge). The generator's return value ends up in
-    :attr:`value`."""
+    """Iterates over what a generator yields; the caller answers each item with
+    :meth:`reply` (a result sent back) or :meth:`fail` (an exception thrown in).
+    The generator's return value ends up in :attr:`value`."""
 
     __slots__ = ("_error", "_flow", "_result", "value")
 
-    def __init__(self, flow: Generator[Any, Any, Token | None]) -> None:
+    def __init__(self, flow: Generator[Any, Any, Any]) -> None:
         self._flow = flow
         self._result: Any = None
         self._error: Exception | None = None
-        self.value: Token | None = None
+        self.value: Any = None
 
     def __iter__(self) -> Steps:
         return self
@@ -70,36 +135,50 @@ class Steps:
     def close(self) -> None:
         self._flow.close()
 
-    def token(self) -> Token:
-        assert self.value is not None, "the flow ended without a token"
-        return self.value
-
 
 def carry_out(
-    flow: Generator[Any, Any, Token | None],
-) -> Generator[EndpointRequest, EndpointResponse, Token | None]:
-    """Carry out a flow's sleeps and blocking calls in this thread; yield its
-    token requests, for the adapter to send (a failure is thrown back in)."""
+    flow: Flow, shell: Shell, send: Send | None = None
+) -> Generator[EndpointRequest, EndpointResponse, Token]:
+    """The blocking driver: carries out ``flow``'s effects in this thread and
+    yields its token requests. With ``send``, an advisory renewal goes on in a
+    background thread (that sends its token requests with ``send``)."""
+    holder: Holder | None = None
+    detached = False
     steps = Steps(flow)
     try:
-        for step in steps:
+        for effect in steps:
             try:
-                if isinstance(step, EndpointRequest):
-                    steps.reply((yield step))
-                elif isinstance(step, Sleep):
-                    time.sleep(step.seconds)
-                else:
-                    steps.reply(step.run())
+                if isinstance(effect, EndpointRequest):
+                    steps.reply((yield effect))
+                elif isinstance(effect, Blocking):
+                    steps.reply(effect.run(shell, holder))
+                elif isinstance(effect, TakeLock):
+                    preload_for_renewal()
+                    holder = holder or Holder()
+                    steps.reply(shell.lock.take(holder, effect.wait))
+                elif isinstance(effect, ReleaseLock):
+                    assert holder is not None
+                    shell.lock.release(holder)
+                elif isinstance(effect, Sleep):
+                    time.sleep(effect.seconds)
+                elif isinstance(effect, Detach) and send is not None:
+                    detached = True  # the thread owns the flow now
+                    shell.detach(flow, send)
+                    return effect.token  # type: ignore[no-any-return]
             except Exception as exc:
                 steps.fail(exc)
     finally:
-        flow.close()
-    return steps.value
+        if not detached:
+            flow.close()
+            if holder is not None:
+                shell.lock.give_back(holder)
+    return steps.value  # type: ignore[no-any-return]
 
 
-def run_blocking(flow: Flow, send: Send) -> Token:
-    """Carry out a flow in this thread, sending its token requests with ``send``."""
-    steps = Steps(carry_out(flow))
+def run_blocking(flow: Flow, shell: Shell, send: Send, *, background: bool = False) -> Token:
+    """Carry out ``flow`` in this thread, sending its token requests with
+    ``send``; an advisory renewal in a background thread with ``background``."""
+    steps = Steps(carry_out(flow, shell, send if background else None))
     try:
         for request in steps:
             try:
@@ -108,179 +187,62 @@ def run_blocking(flow: Flow, send: Send) -> Token:
                 steps.fail(exc)
     finally:
         steps.close()
-    return steps.token()
+    return steps.value  # type: ignore[no-any-return]
 
 
-def cached_blocking(core: TokenCore) -> Token | None:
-    """A usable token from the cache, read in this thread, or None."""
-    steps = Steps(carry_out(core.cached()))
-    try:
-        for _ in steps:
-            raise AssertionError("reading the cache sends no token request")
-    finally:
-        steps.close()
-    return steps.value
+async def carry_out_async(flow: Flow, shell: Shell) -> AsyncGenerator[Any, EndpointResponse]:
+    """The async driver: :func:`carry_out` on an event loop, which it never
+    blocks. Async generators return nothing: the token is the last item."""
+    with IMPORTING:  # the first async use imports them (a fork waits: see _fork)
+        import anyio
+        import anyio.to_thread
 
-
-def obtain_blocking(
-    core: TokenCore,
-    lock: FetchLock,
-    send: Send,
-    refused: str | None = None,
-    *,
-    renewer: BackgroundRenewal | None = None,
-) -> Token:
-    """A token to send now, for a blocking caller. An early renewal runs in the
-    background when a ``renewer`` is given, else in this caller if no other
-    caller is already at it."""
-    need, current = core.need(refused)
-    if need is Need.TOKEN:
-        with lock.hold(wait=True):
-            return run_blocking(core.renew(refused), send)
-    assert current is not None
-    if need is Need.RENEWAL:
-        if renewer is not None:
-            renewer.start()
-        else:
-            with lock.hold(wait=False) as got:
-                if got:
-                    return run_blocking(core.renew(refused, required=False), send)
-    return current
-
-
-class BackgroundRenewal:
-    """Renews early in a daemon thread, so that no request waits for it."""
-
-    _BUSY_PAUSE = 0.05  # after finding another renewal under way, before trying again
-
-    def __init__(self, core: TokenCore, lock: FetchLock, send: Send) -> None:
-        self._core = core
-        self._lock = lock
-        self._send = send
-        self._next_try = 0.0
-        self._after_fork()
-        reset_after_fork(self)
-
-    def _after_fork(self) -> None:
-        # Also the constructor. A child of fork has no renewal thread, whatever
-        # the parent had under way, and a new guard (another thread may have
-        # held the parent's).
-        self._thread: threading.Thread | None = None
-        self._guard = threading.Lock()
-
-    def start(self) -> None:
-        with self._guard:
-            busy = self._thread is not None and self._thread.is_alive()
-            if busy or time.monotonic() < self._next_try:
-                return
-            self._thread = threading.Thread(
-                target=self._run, name="semansys-auth-renewal", daemon=True
-            )
-            self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            with self._lock.hold(wait=False) as got:
-                if got:
-                    run_blocking(self._core.renew(required=False), self._send)
-                else:  # another thread or process is at it
-                    self._next_try = time.monotonic() + self._BUSY_PAUSE
-        except Exception as exc:
-            # Raised only when no valid token is left; the next request that
-            # needs one renews in its own thread and sees the error.
-            logger.warning("background token renewal failed: %s", self._core.redacted(exc))
-
-
-class AsyncSteps:
-    """:class:`Steps` for an async generator that yields token requests."""
-
-    __slots__ = ("_error", "_flow", "_result", "value")
-
-    def __init__(self, flow: AsyncGenerator[EndpointRequest, EndpointResponse]) -> None:
-        self._flow = flow
-        self._result: Any = None
-        self._error: Exception | None = None
-        self.value: Token | None = None
-
-    def __aiter__(self) -> AsyncSteps:
-        return self
-
-    async def __anext__(self) -> EndpointRequest:
-        result, error = self._result, self._error
-        self._result = self._error = None
-        step = await (self._flow.athrow(error) if error is not None else self._flow.asend(result))
-        if isinstance(step, Token):  # the last item: the flow's result
-            self.value = step
-            raise StopAsyncIteration
-        return step
-
-    def reply(self, result: Any) -> None:
-        self._result = result
-
-    def fail(self, error: Exception) -> None:
-        self._error = error
-
-    async def aclose(self) -> None:
-        await self._flow.aclose()
-
-    def token(self) -> Token:
-        assert self.value is not None, "the flow ended without a token"
-        return self.value
-
-
-async def carry_out_async(flow: Flow) -> AsyncGenerator[Any, EndpointResponse]:
-    """:func:`carry_out` on an event loop: sleeps with anyio, blocking calls
-    in a worker thread. Async generators return nothing: the token comes last."""
-    import anyio
-    import anyio.to_thread
-
+    holder: Holder | None = None
     steps = Steps(flow)
     try:
-        for step in steps:
+        for effect in steps:
             try:
-                if isinstance(step, EndpointRequest):
-                    steps.reply((yield step))
-                elif isinstance(step, Sleep):
-                    await anyio.sleep(step.seconds)
-                else:
-                    steps.reply(await anyio.to_thread.run_sync(_run_call, step))
+                if isinstance(effect, Blocking):  # in a worker thread: the loop goes on
+                    steps.reply(await anyio.to_thread.run_sync(effect.run, shell, holder))
+                elif isinstance(effect, EndpointRequest):
+                    steps.reply((yield effect))
+                elif isinstance(effect, TakeLock):
+                    preload_for_renewal()
+                    holder = holder or Holder.current_task()
+                    steps.reply(await shell.lock.take_async(holder, effect.wait))
+                elif isinstance(effect, ReleaseLock):
+                    assert holder is not None
+                    shell.lock.release(holder)
+                elif isinstance(effect, Sleep):
+                    await anyio.sleep(effect.seconds)
             except Exception as exc:
                 steps.fail(exc)
     finally:
         flow.close()
-    yield steps.token()
+        if holder is not None:
+            await shell.lock.give_back_async(holder)
+    yield steps.value
 
 
-def _run_call(call: Call) -> Any:
-    return call.run()
-
-
-async def run_async(flow: Flow, send: SendAsync) -> Token:
-    """Carry out a flow on an event loop, sending its token requests with ``send``."""
-    steps = AsyncSteps(carry_out_async(flow))
-    try:
-        async for request in steps:
+async def run_async(flow: Flow, shell: Shell, send: SendAsync) -> Token:
+    """Carry out ``flow`` on an event loop, sending its token requests with ``send``."""
+    async with aclosing(carry_out_async(flow, shell)) as steps:
+        item = await anext(steps)
+        while isinstance(item, EndpointRequest):
             try:
-                steps.reply(await send(request))
+                answer = await send(item)
             except Exception as exc:
-                steps.fail(exc)
-    finally:
-        await steps.aclose()
-    return steps.token()
+                item = await steps.athrow(exc)
+                continue
+            item = await steps.asend(answer)
+    token: Token = item
+    return token
 
 
-async def obtain_async(
-    core: TokenCore, lock: FetchLock, send: SendAsync, refused: str | None = None
-) -> Token:
-    """A token to send now, for an async caller: the task that finds the lock
-    free renews; while the current token is valid, the others do not wait."""
-    need, current = core.need(refused)
-    if need is Need.NOTHING:
-        assert current is not None
-        return current
-    required = need is Need.TOKEN
-    async with lock.hold_async(wait=required) as got:
-        if got:
-            return await run_async(core.renew(refused, required=required), send)
-    assert current is not None
-    return current
+def cached_blocking(shell: Shell) -> Token | None:
+    """A usable token from the cache, read in this thread, or None (no lock,
+    no token request)."""
+    steps = Steps(carry_out(shell.core.cached(), shell))
+    for _ in steps:
+        raise AssertionError("reading the cache sends no token request")
+    return steps.value  # type: ignore[no-any-return]

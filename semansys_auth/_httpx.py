@@ -28,29 +28,38 @@ from __future__ import annotations
 import inspect
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+)
 from contextlib import aclosing, closing
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ._config import Settings
-from ._core import Need, TokenCore
-from ._drive import AsyncSteps, Steps, carry_out, carry_out_async
+from ._drive import Shell, Steps, carry_out, carry_out_async
 from ._errors import BadTokenRequestError
-from ._locks import FetchLock
 from ._token import Token
 from ._wire import (
+    CUT,
+    ENDED,
+    LATE,
     MAX_401_BODY,
     MAX_ANSWER_BYTES,
     EndpointRequest,
     EndpointResponse,
     decode_body,
     header,
+    read_bounded,
+    read_bounded_async,
 )
 
 if TYPE_CHECKING:
-    from ._core import Flow
 
     class _Httpx2Auth:
         """httpx2.Auth, when installed (see below)."""
@@ -216,60 +225,52 @@ def _read_already(sent: Any, response: Any) -> EndpointResponse | None:
     )
 
 
+def _iter_read(chunks: Iterator[bytes]) -> Callable[[int], bytes]:
+    return lambda size: next(chunks, b"")
+
+
+def _aiter_read(chunks: AsyncIterator[bytes]) -> Callable[[int], Awaitable[bytes]]:
+    async def read(size: int) -> bytes:
+        return await anext(chunks, b"")
+
+    return read
+
+
 def read_sync(sent: Any, response: Any, step: EndpointRequest, deadline: float) -> EndpointResponse:
     answer = _read_already(sent, response)
     if answer is not None:
         return answer
     _remaining_for_body(sent, deadline)
-    chunks: list[bytes] = []
-    size = 0
-    truncated = False
-    for chunk in response.iter_raw():
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            truncated = True
-            break
-        chunks.append(chunk)
-        if time.monotonic() > deadline:
-            response.close()
-            raise _timed_out(sent, step)
-    if truncated:
+    with closing(response.iter_raw()) as chunks:
+        raw, how = read_bounded(_iter_read(chunks), MAX_ANSWER_BYTES, deadline)
+    if how != ENDED:
         response.close()
-    return _answer(sent, response, b"".join(chunks), truncated, step)
+    if how == LATE:
+        raise _timed_out(sent, step)
+    return _answer(sent, response, raw, how == CUT, step)
 
 
 async def read_async(
     sent: Any, response: Any, step: EndpointRequest, deadline: float
 ) -> EndpointResponse:
-    import anyio
-
     answer = _read_already(sent, response)
     if answer is not None:
         return answer
-    left = _remaining_for_body(sent, deadline)
-    chunks: list[bytes] = []
-    size = 0
-    truncated = False
-    with anyio.move_on_after(left) as scope:
-        async for chunk in response.aiter_raw():
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                truncated = True
-                break
-            chunks.append(chunk)
-    if scope.cancelled_caught:
+    _remaining_for_body(sent, deadline)
+    async with aclosing(response.aiter_raw()) as chunks:
+        raw, how = await read_bounded_async(_aiter_read(chunks), MAX_ANSWER_BYTES, deadline)
+    if how != ENDED:
         await response.aclose()
+    if how == LATE:
         raise _timed_out(sent, step)
-    if truncated:
-        await response.aclose()
-    return _answer(sent, response, b"".join(chunks), truncated, step)
+    return _answer(sent, response, raw, how == CUT, step)
 
 
 def _kept_401_body(response: Any, raw: bytes) -> None:
     """What httpx's own ``response.read()`` returns for the 401 (it reads the
     response when the flow yields its next request; no public API lets the
     flow do it first): the part read here, decoded within a bound."""
-    body, _ = decode_body(raw[:MAX_401_BODY], header(response.headers, "content-encoding"))
+    body, _ = decode_body(raw, header(response.headers, "content-encoding"))
     response._content = body
 
 
@@ -278,94 +279,107 @@ def drain_401_sync(response: Any) -> None:
     renewal; close the response when more remains instead of draining it."""
     if response.is_stream_consumed or response.is_closed:
         return
-    chunks: list[bytes] = []
-    size = 0
     try:
-        with closing(response.iter_raw()) as pieces:
-            for chunk in pieces:
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_401_BODY:
-                    break
+        with closing(response.iter_raw()) as chunks:
+            raw, how = read_bounded(_iter_read(chunks), MAX_401_BODY)
     except Exception:  # a broken 401 body does not matter: the request is sent again
-        size = MAX_401_BODY + 1
-    if size > MAX_401_BODY:
+        raw, how = b"", CUT
+    if how != ENDED:
         response.close()
-    _kept_401_body(response, b"".join(chunks))
+    _kept_401_body(response, raw)
 
 
 async def drain_401_async(response: Any) -> None:
     """:func:`drain_401_sync` for async clients."""
     if response.is_stream_consumed or response.is_closed:
         return
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async with aclosing(response.aiter_raw()) as pieces:
-            async for chunk in pieces:
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_401_BODY:
-                    break
+        async with aclosing(response.aiter_raw()) as chunks:
+            raw, how = await read_bounded_async(_aiter_read(chunks), MAX_401_BODY)
     except Exception:
-        size = MAX_401_BODY + 1
-    if size > MAX_401_BODY:
+        raw, how = b"", CUT
+    if how != ENDED:
         await response.aclose()
-    _kept_401_body(response, b"".join(chunks))
+    _kept_401_body(response, raw)
+
+
+class _Renew:
+    """Item of the shared flow: renew (``refused``: after a 401); the sync or
+    async wrapper carries the renewal out and sends back the token."""
+
+    __slots__ = ("refused",)
+
+    def __init__(self, refused: str | None) -> None:
+        self.refused = refused
+
+
+class _Drain:
+    """Item of the shared flow: read a little of this 401 before the renewal."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+
+def _what(request: Any) -> Callable[[], str]:
+    return lambda: f"{request.method} {request.url.path}"  # no query, no userinfo: secrets
 
 
 class HttpxAdapter:
-    """The httpx and httpx2 side of one ``SemansysAuth``."""
+    """The httpx and httpx2 side of one ``SemansysAuth``: one flow, shaped like
+    httpx's ``DigestAuth.auth_flow``, serves sync and async clients; each of
+    the two wrappers only carries out its renewals and 401 reads."""
 
-    def __init__(self, core: TokenCore, lock: FetchLock, settings: Settings) -> None:
-        self._core = core
-        self._lock = lock
+    def __init__(self, shell: Shell, settings: Settings) -> None:
+        self._shell = shell
+        self._core = shell.core
         self._settings = settings
 
-    def _refused(
-        self, request: Any, response: Any, rewind: Callable[[], None] | None
-    ) -> str | None:
-        """The ``Authorization`` value the API refused, if the answer calls for a
-        renewal and one resend (the core decides); else None."""
-        if response.status_code != 401:  # the hot path: nothing more to look at
-            return None
-        sent = response.request.headers.get("Authorization")
-        what = f"{request.method} {request.url.path}"  # no query, no userinfo: secrets
-        if self._core.may_resend(401, sent, rewind is not None, what):
-            return str(sent)
-        return None
-
-    # -- sync --------------------------------------------------------------------------
-
-    def sync_flow(self, request: Any) -> Generator[Any, Any, None]:
+    def _flow(self, request: Any) -> Generator[Any, Any, None]:
         token = self._core.usable()
         if token is None:
-            token = yield from self._sync_token(request, None)
+            token = yield _Renew(None)
         rewind = rewinder(request)
         self._settings.authorize(request.headers, token)
         response = yield request
-        refused = self._refused(request, response, rewind)
+        sent = response.request.headers.get("Authorization")
+        refused = self._core.refused(response.status_code, sent, rewind is not None, _what(request))
         if refused is None or rewind is None:
             return
-        drain_401_sync(response)
-        token = yield from self._sync_token(request, refused)
+        yield _Drain(response)
+        token = yield _Renew(refused)
         rewind()
         self._settings.authorize(request.headers, token)
         yield request
 
-    def _sync_token(self, template: Any, refused: str | None) -> Generator[Any, Any, Token]:
-        need, current = self._core.need(refused)
-        required = need is Need.TOKEN
-        if need is not Need.NOTHING:
-            with self._lock.hold(wait=required) as got:
-                if got:
-                    flow = self._core.renew(refused, required=required)
-                    return (yield from self._sync_run(flow, template))
-        assert current is not None
-        return current
+    def sync_flow(self, request: Any) -> Generator[Any, Any, None]:
+        steps = Steps(self._flow(request))
+        for item in steps:
+            if isinstance(item, _Renew):
+                steps.reply((yield from self._renewed_sync(request, item.refused)))
+            elif isinstance(item, _Drain):
+                drain_401_sync(item.response)
+            else:
+                steps.reply((yield item))
 
-    def _sync_run(self, flow: Flow, template: Any) -> Generator[Any, Any, Token]:
-        steps = Steps(carry_out(flow))
+    async def async_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
+        steps = Steps(self._flow(request))
+        for item in steps:
+            if isinstance(item, _Drain):
+                await drain_401_async(item.response)
+            elif isinstance(item, _Renew):
+                async with aclosing(self._renewed_async(request, item.refused)) as renewal:
+                    async for step in renewal:
+                        if isinstance(step, _Exchange):
+                            step.response = yield step.request
+                        else:
+                            steps.reply(step)
+            else:
+                steps.reply((yield item))
+
+    def _renewed_sync(self, template: Any, refused: str | None) -> Generator[Any, Any, Token]:
+        steps = Steps(carry_out(self._core.renewal(refused), self._shell))
         try:
             for step in steps:
                 try:
@@ -377,71 +391,31 @@ class HttpxAdapter:
                     steps.fail(exc)
         finally:
             steps.close()
-        return steps.token()
+        token: Token = steps.value
+        return token
 
-    # -- async -------------------------------------------------------------------------
-
-    async def async_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
-        token = self._core.usable()
-        if token is None:
-            async with aclosing(self._async_token(request, None)) as steps:
-                async for step in steps:
-                    if isinstance(step, _Exchange):
-                        step.response = yield step.request
-                    else:
-                        token = step
-        assert token is not None
-        rewind = rewinder(request)
-        self._settings.authorize(request.headers, token)
-        response = yield request
-        refused = self._refused(request, response, rewind)
-        if refused is None or rewind is None:
-            return
-        await drain_401_async(response)
-        async with aclosing(self._async_token(request, refused)) as steps:
-            async for step in steps:
-                if isinstance(step, _Exchange):
-                    step.response = yield step.request
-                else:
-                    token = step
-        rewind()
-        self._settings.authorize(request.headers, token)
-        yield request
-
-    async def _async_token(self, template: Any, refused: str | None) -> AsyncGenerator[Any, None]:
-        """``_sync_token`` for async flows. Async generators can neither
+    async def _renewed_async(self, template: Any, refused: str | None) -> AsyncGenerator[Any, None]:
+        """``_renewed_sync`` for async flows. Async generators can neither
         ``yield from`` nor return a value: this one yields each token request
         as an :class:`_Exchange` (the flow sends it and fills in the response),
         and last the token. Iterate it under ``aclosing``: the locks it holds
         are released when it closes."""
-        need, current = self._core.need(refused)
-        required = need is Need.TOKEN
-        if need is not Need.NOTHING:
-            async with self._lock.hold_async(wait=required) as got:
-                if got:
-                    flow = self._core.renew(refused, required=required)
-                    async with aclosing(self._async_run(flow, template)) as steps:
-                        async for step in steps:
-                            yield step
-                    return
-        assert current is not None
-        yield current
-
-    async def _async_run(self, flow: Flow, template: Any) -> AsyncGenerator[Any, None]:
-        steps = AsyncSteps(carry_out_async(flow))
+        steps = carry_out_async(self._core.renewal(refused), self._shell)
         try:
-            async for step in steps:
+            item = await steps.asend(None)  # type: ignore[arg-type]
+            while isinstance(item, EndpointRequest):
                 try:
-                    deadline = time.monotonic() + step.timeout
-                    exchange = _Exchange(token_request(template, step))
+                    deadline = time.monotonic() + item.timeout
+                    exchange = _Exchange(token_request(template, item))
                     yield exchange
-                    answer = await read_async(exchange.request, exchange.response, step, deadline)
-                    steps.reply(answer)
+                    answer = await read_async(exchange.request, exchange.response, item, deadline)
                 except Exception as exc:
-                    steps.fail(exc)
+                    item = await steps.athrow(exc)
+                else:
+                    item = await steps.asend(answer)
         finally:
             await steps.aclose()
-        yield steps.token()
+        yield item
 
 
 class _Exchange:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -28,21 +29,11 @@ import requests
 from requests.cookies import extract_cookies_to_jar
 from requests.utils import rewind_body
 
+from . import _wire
 from ._config import Settings
-from ._core import TokenCore
-from ._drive import BackgroundRenewal, obtain_blocking
-from ._locks import FetchLock
+from ._drive import Shell, run_blocking
 from ._token import Token
-from ._wire import (
-    MAX_401_BODY,
-    MAX_ANSWER_BYTES,
-    EndpointRequest,
-    EndpointResponse,
-    decode_body,
-    header,
-)
-
-_CHUNK = 64 * 1024
+from ._wire import EndpointRequest, EndpointResponse, decode_body, header
 
 
 def post(request: EndpointRequest, session: requests.Session | None = None) -> EndpointResponse:
@@ -137,39 +128,34 @@ def _requests_error(
     return error(exc, request=prepared, response=response)
 
 
+def _reader(raw: Any) -> tuple[Callable[[int], bytes], bool]:
+    """How to read ``raw`` (a response's ``raw``) a chunk at a time, and whether
+    what it gives is still content-encoded (requests' own transport)."""
+    if type(raw).__module__.partition(".")[0] == "urllib3":  # requests' own transport
+        read1 = getattr(raw, "read1", None)  # urllib3 2: at most one read from the socket
+        if read1 is not None:
+            return lambda size: bytes(read1(size, decode_content=False)), True
+        return lambda size: bytes(raw.read(size, decode_content=False)), True
+    return lambda size: bytes(raw.read(size)), False  # a transport adapter's own file
+
+
 def _read(
     response: requests.Response, request: EndpointRequest, deadline: float
 ) -> tuple[bytes, bool]:
     raw = response.raw
-    if type(raw).__module__.partition(".")[0] == "urllib3":  # requests' own transport
-        read1 = getattr(raw, "read1", None)  # urllib3 2: at most one read from the socket
+    read, _ = _reader(raw)
 
-        def read() -> bytes:
-            if read1 is not None:
-                return bytes(read1(_CHUNK, decode_content=False))
-            return bytes(raw.read(_CHUNK, decode_content=False))
-    else:  # a transport adapter's own file-like object
+    def read_in_time(size: int) -> bytes:
+        _limit_socket_wait(raw, deadline - time.monotonic())
+        return read(size)
 
-        def read() -> bytes:
-            return bytes(raw.read(_CHUNK))
-
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise requests.exceptions.ReadTimeout(
-                f"the token endpoint {request.url} did not finish its answer within "
-                f"{request.timeout:g} s"
-            )
-        _limit_socket_wait(raw, left)
-        chunk = read()
-        if not chunk:
-            return b"".join(chunks), False
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            return b"".join(chunks), True
-        chunks.append(chunk)
+    body, how = _wire.read_bounded(read_in_time, _wire.MAX_ANSWER_BYTES, deadline)
+    if how == _wire.LATE:
+        raise requests.exceptions.ReadTimeout(
+            f"the token endpoint {request.url} did not finish its answer within "
+            f"{request.timeout:g} s"
+        )
+    return body, how == _wire.CUT
 
 
 def _limit_socket_wait(raw: Any, seconds: float) -> None:
@@ -183,7 +169,7 @@ def _limit_socket_wait(raw: Any, seconds: float) -> None:
 
 
 def _drain_401(r: requests.Response) -> None:
-    """Read at most :data:`MAX_401_BODY` bytes of ``r``'s body (kept as its
+    """Read at most ``MAX_401_BODY`` bytes of ``r``'s body (kept as its
     ``content``, cut there); release its connection to the pool when the body
     ended within the bound, close it when more remains. Whatever the request's
     ``stream``: requests runs response hooks before it reads the body."""
@@ -191,34 +177,14 @@ def _drain_401(r: requests.Response) -> None:
     if response._content_consumed or r.raw is None:
         return
     raw = r.raw
-    encoded = type(raw).__module__.partition(".")[0] == "urllib3"
-    if encoded:  # requests' own transport: raw bytes, decoded below within a bound
-
-        def read(size: int) -> bytes:
-            return bytes(raw.read(size, decode_content=False))
-    else:  # a transport adapter's own file-like object
-
-        def read(size: int) -> bytes:
-            return bytes(raw.read(size))
-
-    chunks: list[bytes] = []
-    size = 0
-    ended = False
+    read, encoded = _reader(raw)
     try:
-        while size <= MAX_401_BODY:
-            chunk = read(MAX_401_BODY + 1 - size)
-            if not chunk:
-                ended = True
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        body, how = _wire.read_bounded(read, _wire.MAX_401_BODY)
     except Exception:  # a broken 401 body does not matter: the request is sent again
-        ended = False
-    body = b"".join(chunks)
-    if not ended:
+        body, how = b"", _wire.CUT
+    if how != _wire.ENDED:
         with contextlib.suppress(Exception):
             raw.close()  # closes the connection: nothing more is read from it
-    body = body[:MAX_401_BODY]
     if encoded:
         body, _ = decode_body(body, header(r.headers, "content-encoding"))
     response._content = body
@@ -234,20 +200,21 @@ def _replayable(prepared: requests.PreparedRequest) -> bool:
 
 
 class RequestsAdapter:
-    """The requests side of one ``SemansysAuth``."""
+    """The requests side of one ``SemansysAuth``: advisory renewals run in a
+    background thread, so that no request waits for them."""
 
-    def __init__(self, core: TokenCore, lock: FetchLock, settings: Settings) -> None:
-        self._core = core
-        self._lock = lock
+    def __init__(self, shell: Shell, settings: Settings) -> None:
+        self._shell = shell
+        self._core = shell.core
         self._settings = settings
-        self._renewer = BackgroundRenewal(core, lock, self.send)
 
     def send(self, request: EndpointRequest) -> EndpointResponse:
         return post(request, self._settings.requests_session)
 
     def token(self, refused: str | None = None) -> Token:
         """A token to send now (blocking)."""
-        return obtain_blocking(self._core, self._lock, self.send, refused, renewer=self._renewer)
+        flow = self._core.renewal(refused)
+        return run_blocking(flow, self._shell, self.send, background=True)
 
     def authorize(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         token = self._core.usable() or self.token()
@@ -256,20 +223,24 @@ class RequestsAdapter:
         return r
 
     def handle_401(self, r: requests.Response, **kwargs: Any) -> requests.Response:
-        if r.status_code != 401:
-            return r
-        sent = r.request.headers.get("Authorization")
-        what = f"{r.request.method} {urlsplit(r.request.url or '').path}"
-        if not self._core.may_resend(401, sent, _replayable(r.request), what):
+        request = r.request
+        sent = request.headers.get("Authorization")
+        refused = self._core.refused(
+            r.status_code,
+            sent,
+            _replayable(request),
+            lambda: f"{request.method} {urlsplit(request.url or '').path}",
+        )
+        if refused is None:
             return r
         # Read a little of the 401's body and let its connection go first: it
         # goes back to the pool (or is closed) even if the renewal below raises.
         _drain_401(r)
-        fresh = self.token(refused=sent)
-        prepared = r.request.copy()
+        fresh = self.token(refused)
+        prepared = request.copy()
         # As requests' own HTTPDigestAuth does: keep cookies the 401 set.
         jar = cast(Any, prepared)._cookies
-        cast(Any, extract_cookies_to_jar)(jar, r.request, r.raw)
+        cast(Any, extract_cookies_to_jar)(jar, request, r.raw)
         prepared.prepare_cookies(jar)
         self._settings.authorize(prepared.headers, fresh)
         # One resend only: the copy must not come back to this hook. (copy()

@@ -270,7 +270,7 @@ def test_an_asyncio_task_that_ended_with_a_flow_open(
         assert await asyncio.wait_for(fetch("httpx", auth, url), 10) == 200
         took_async = time.monotonic() - started
         await flows[0].aclose()  # the old holder, back: releases nothing of the others'
-        assert auth._lock._loop_slot().free.value == 1, "one turn per loop, still"
+        assert auth._shell.lock._holder is None, "nothing of the others' released, nothing kept"
         assert await asyncio.wait_for(fetch("httpx", auth, url), 10) == 200
         return took_sync, took_async
 
@@ -367,7 +367,8 @@ def test_the_cache_lock_of_a_gone_holder_is_released_once_even_when_it_comes_bac
         loop.close()
     assert result == [200]
     assert not cache.the_lock.held
-    assert (cache.the_lock.acquired, cache.the_lock.released) == (2, 2)
+    # Taken over with the renewal: held on by the new holder, released once.
+    assert (cache.the_lock.acquired, cache.the_lock.released) == (1, 1)
     assert not [m for m in caplog.messages if "unlock" in m or "not obtained" in m]
 
 
@@ -495,7 +496,8 @@ def test_a_cache_lock_taken_for_a_holder_already_taken_over_is_released_at_once(
     """A worker thread that acquires the cache lock for a task whose loop has
     closed meanwhile records it for that task; if another caller took the
     renewal over in between, nobody would release it later: it is released."""
-    from semansys_auth._locks import _Holder
+    from semansys_auth._effects import Lock
+    from semansys_auth._locks import Holder
 
     lock = SemansysAuth(
         client_id="c",
@@ -503,7 +505,7 @@ def test_a_cache_lock_taken_for_a_holder_already_taken_over_is_released_at_once(
         username="u@example.com",
         password="p",
         token_url="http://127.0.0.1:9/t",
-    )._lock
+    )._shell.lock
     released: list[str] = []
 
     class CacheLock:
@@ -513,17 +515,23 @@ def test_a_cache_lock_taken_for_a_holder_already_taken_over_is_released_at_once(
         def release(self) -> None:
             released.append("released")
 
-    first = _Holder()
-    with lock._state:
-        assert lock._try_take(first)[0]
-    assert lock._try_cache_for(first, CacheLock()) is True
+    class Cache:
+        def lock(self, key: str) -> CacheLock:
+            return CacheLock()
+
+    first = Holder()
+    assert lock.take(first, 0.0) is Lock.TAKEN
+    assert lock.try_cache(first, Cache(), "k") is True
     assert first.cache_lock is not None and released == [], "kept while first holds"
-    lock._give_back(first)
+    lock.give_back(first)
     assert released == ["released"]
     released.clear()
-    second, third = _Holder(), _Holder()
-    with lock._state:
-        assert lock._try_take(second)[0]
-    lock._holder = third  # second was taken over before its worker call came back
-    assert lock._try_cache_for(second, CacheLock()) is True
+    holders: list[Holder] = []
+    ended = threading.Thread(target=lambda: holders.append(Holder()))
+    ended.start()
+    ended.join(10)
+    second = holders[0]  # its thread has ended: gone
+    assert lock.take(second, 0.0) is Lock.TAKEN
+    assert lock.take(Holder(), 0.0) is Lock.TAKEN, "taken over"
+    assert lock.try_cache(second, Cache(), "k") is True  # its worker call comes back late
     assert released == ["released"] and second.cache_lock is None

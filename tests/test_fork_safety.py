@@ -66,16 +66,12 @@ def _adapters_guard(auth: Any, cache: MemoryTokenCache) -> Any:
     return auth._adapters_guard
 
 
-def _key_lock(auth: Any, cache: MemoryTokenCache) -> Any:
-    return auth._core._key_lock
-
-
 def _renewal_lock_state(auth: Any, cache: MemoryTokenCache) -> Any:
-    return auth._lock._state
+    return auth._shell.lock._state
 
 
-def _renewal_lock_guard(auth: Any, cache: MemoryTokenCache) -> Any:
-    return auth._lock._guard
+def _background_guard(auth: Any, cache: MemoryTokenCache) -> Any:
+    return auth._shell._guard
 
 
 def _memory_cache_lock(auth: Any, cache: MemoryTokenCache) -> Any:
@@ -85,15 +81,15 @@ def _memory_cache_lock(auth: Any, cache: MemoryTokenCache) -> Any:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "which",
-    [_adapters_guard, _key_lock, _renewal_lock_state, _renewal_lock_guard, _memory_cache_lock],
-    ids=["adapters", "cache-key", "renewal-state", "renewal-guard", "memory-cache"],
+    [_adapters_guard, _renewal_lock_state, _background_guard, _memory_cache_lock],
+    ids=["adapters", "renewal-state", "background-guard", "memory-cache"],
 )
 def test_a_fork_while_another_thread_is_inside_a_guarded_step_leaves_the_child_free(
     semansys_emulator: SemansysEmulator, which: Callable[[Any, MemoryTokenCache], Any]
 ) -> None:
     """Each short lock of the package, held by another thread at the moment of
-    the fork (choosing an adapter, computing the cache key, the renewal lock's
-    own state, the cache): the child makes a first request, sync and async."""
+    the fork (choosing an adapter, the renewal lock's own state, starting a
+    background renewal, the cache): the child makes a first request, sync and async."""
     cache = MemoryTokenCache()
     auth = semansys_emulator.auth(token_cache=cache)
     entered, leave = threading.Event(), threading.Event()
@@ -136,8 +132,7 @@ def test_a_child_does_not_wait_for_the_parents_background_renewal(
         emulator.token_delay = 0.0
     entered, leave = threading.Event(), threading.Event()
     if starting:
-        renewer = auth._requests._renewer  # type: ignore[union-attr]
-        threading.Thread(target=_hold, args=(renewer._guard, entered, leave)).start()
+        threading.Thread(target=_hold, args=(auth._shell._guard, entered, leave)).start()
         assert entered.wait(10)
 
     def child() -> float:

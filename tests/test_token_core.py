@@ -17,7 +17,16 @@ from semansys_auth import (
     TokenEndpointUnavailableError,
     UserCredentialsError,
 )
-from semansys_auth._core import Call, Policy, Sleep, TokenCore
+from semansys_auth._core import TokenCore
+from semansys_auth._effects import (
+    Blocking,
+    Detach,
+    Lock,
+    ReleaseLock,
+    Sleep,
+    TakeLock,
+)
+from semansys_auth._policy import Due, Policy
 from semansys_auth._endpoint import TokenEndpoint
 from semansys_auth._entry import seal, unseal
 from semansys_auth._token import Token, jwt_claims
@@ -71,6 +80,30 @@ def make_core(clock: Clock, **options: Any) -> TokenCore:
     return TokenCore(endpoint, Policy(**policy), clock=clock, monotonic=clock.monotonic, **options)
 
 
+class Shell:
+    """What the drivers carry effects out with, for one core, in this thread:
+    its cache and callback, and a renewal lock that is always free."""
+
+    def __init__(self, core: TokenCore) -> None:
+        self.endpoint = core.endpoint
+        self.cache = core.cache
+        self.on_token = core.on_token
+        self.lock = self
+        self.cache_lock: Any = None
+
+    def try_cache(self, holder: object, cache: Any, key: str) -> bool:
+        lock = cache.lock(key)
+        got = bool(lock.acquire(0))
+        if got:
+            self.cache_lock = lock
+        return got
+
+    def release_cache(self, holder: object) -> None:
+        lock, self.cache_lock = self.cache_lock, None
+        if lock is not None:
+            lock.release()
+
+
 def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> EndpointResponse:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return EndpointResponse(status, headers or {"Content-Type": "application/json"}, raw)
@@ -95,9 +128,11 @@ def sealed(core: TokenCore, token: Token) -> str:
 def run(
     flow: Generator[Any, Any, Any], answers: list[EndpointResponse | Exception]
 ) -> tuple[Any, list[Any]]:
-    """Drive the core as an adapter would: answer its token requests from
-    ``answers`` (an exception is thrown in, as a transport failure is), run its
-    blocking calls (throwing in what they raise); record what it yielded."""
+    """Drive the core as a driver would: answer its token requests from
+    ``answers`` (an exception is thrown in, as a transport failure is), carry
+    out its other effects (throwing in what they raise: the renewal lock is
+    always free); record what it yielded."""
+    shell = Shell(flow.gi_frame.f_locals["self"])  # the core whose generator this is
     yielded: list[Any] = []
     result: Any = None
     error: BaseException | None = None
@@ -114,11 +149,15 @@ def run(
                 error = reply
             else:
                 result = reply
-        elif isinstance(step, Call):
+        elif isinstance(step, Blocking):
             try:
-                result = step.run()
+                result = step.run(shell, None)
             except Exception as exc:
                 error = exc
+        elif isinstance(step, TakeLock):
+            result = Lock.TAKEN
+        else:
+            assert isinstance(step, (Sleep, Detach, ReleaseLock)), step
 
 
 def requests_of(steps: list[Any]) -> list[EndpointRequest]:
@@ -172,7 +211,6 @@ def test_leeway_never_exceeds_half_the_lifetime() -> None:
 def test_leeway_zero_uses_the_token_until_the_safety_margin() -> None:
     """leeway=0: no early renewal; the token is sent until min(5 s, a tenth of
     its lifetime) before it expires, then every caller waits for a new one."""
-    from semansys_auth._core import Need
 
     clock = Clock()
     core = make_core(clock, leeway=0.0)
@@ -181,7 +219,7 @@ def test_leeway_zero_uses_the_token_until_the_safety_margin() -> None:
     assert core.usable() is not None
     clock.now += 0.2
     assert core.usable() is None
-    assert core.need()[0] is Need.TOKEN
+    assert core.due()[0] is Due.MANDATORY
 
 
 def jwt(claims: dict[str, Any]) -> str:
@@ -350,7 +388,6 @@ def test_cache_gives_a_newer_token_but_not_an_older_one_after_a_401() -> None:
 def test_the_schedule_of_a_token() -> None:
     """Renewal at the leeway before expiry (at most half the lifetime), and a
     safety margin of min(5 s, a tenth of the lifetime) in which it is not sent."""
-    from semansys_auth._core import Need
 
     for lifetime, renew_after, valid_for in ((3600, 3540, 3595), (100, 50, 95), (4, 2, 3.6)):
         clock = Clock()
@@ -358,36 +395,34 @@ def test_the_schedule_of_a_token() -> None:
         run(core.renew(), [ok(expires_in=lifetime)])
         start = clock.now
         clock.now = start + renew_after - 0.001
-        assert core.usable() is not None and core.need()[0] is Need.NOTHING
+        assert core.usable() is not None and core.due()[0] is Due.NOT_DUE
         clock.now = start + renew_after
-        assert core.usable() is None and core.need()[0] is Need.RENEWAL
+        assert core.usable() is None and core.due()[0] is Due.ADVISORY
         clock.now = start + valid_for - 0.001
-        assert core.need()[0] is Need.RENEWAL
+        assert core.due()[0] is Due.ADVISORY
         clock.now = start + valid_for
-        assert core.need() == (Need.TOKEN, None)
+        assert core.due() == (Due.MANDATORY, None)
 
 
 def test_a_token_of_no_lifetime_is_never_renewed_early() -> None:
-    from semansys_auth._core import Need
 
     clock = Clock()
     core = make_core(clock)
     first, _ = run(core.renew(), [ok(expires_in=0)])
     clock.now += 10**9
-    assert core.usable() is first and core.need() == (Need.NOTHING, first)
+    assert core.usable() is first and core.due() == (Due.NOT_DUE, first)
 
 
 def test_what_a_caller_without_a_fresh_token_must_do() -> None:
-    from semansys_auth._core import Need
 
     clock = Clock()
     core = make_core(clock)
-    assert core.need() == (Need.TOKEN, None)
+    assert core.due() == (Due.MANDATORY, None)
     first, _ = run(core.renew(), [ok("at-1")])
-    assert core.need() == (Need.NOTHING, first)
-    assert core.need(refused="Bearer at-1") == (Need.TOKEN, None)
+    assert core.due() == (Due.NOT_DUE, first)
+    assert core.due(refused="Bearer at-1") == (Due.MANDATORY, None)
     second, _ = run(core.renew("Bearer at-1"), [ok("at-2")])
-    assert core.need(refused="Bearer at-1") == (Need.NOTHING, second), "a 401 to an old token"
+    assert core.due(refused="Bearer at-1") == (Due.NOT_DUE, second), "a 401 to an old token"
 
 
 def test_a_renewal_that_finds_a_fresh_token_sends_nothing() -> None:
@@ -404,14 +439,13 @@ def test_a_renewal_that_finds_a_fresh_token_sends_nothing() -> None:
 def test_an_early_renewal_is_one_try_and_a_failure_is_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from semansys_auth._core import Need
 
     clock = Clock()
     core = make_core(clock, max_retries=3)
     first, _ = run(core.renew(), [ok("at-1")])
     clock.now += 3550  # renewal due; 45 s of validity left
     with caplog.at_level("WARNING", logger="semansys_auth"):
-        kept, steps = run(core.renew(required=False), [answer(503, {})])
+        kept, steps = run(core.renew(advisory=True), [answer(503, {})])
     assert kept is first and len(requests_of(steps)) == 1, "no retries in an early renewal"
     assert not any(isinstance(step, Sleep) for step in steps)
     assert caplog.messages == [
@@ -420,23 +454,23 @@ def test_an_early_renewal_is_one_try_and_a_failure_is_a_warning(
         "45 s more, next try in 1 s"
     ]
     # Tried again after 1 s, then 2, 4, ...: not on every request.
-    assert core.need() == (Need.NOTHING, first)
+    assert core.due() == (Due.NOT_DUE, first)
     clock.now += 0.999
-    assert core.need() == (Need.NOTHING, first)
+    assert core.due() == (Due.NOT_DUE, first)
     clock.now += 0.001
-    assert core.need() == (Need.RENEWAL, first)
-    run(core.renew(required=False), [ConnectionError("refused")])
+    assert core.due() == (Due.ADVISORY, first)
+    run(core.renew(advisory=True), [ConnectionError("refused")])
     assert "ConnectionError: refused" in caplog.messages[-1]
     assert caplog.messages[-1].endswith("next try in 2 s")
     clock.now += 2
-    run(core.renew(required=False), [answer(503, {})])
+    run(core.renew(advisory=True), [answer(503, {})])
     assert caplog.messages[-1].endswith("next try in 4 s")
     # A success resets the backoff.
     clock.now += 4
-    renewed, _ = run(core.renew(required=False), [ok("at-2")])
+    renewed, _ = run(core.renew(advisory=True), [ok("at-2")])
     assert renewed.access_token == "at-2"
     clock.now += 3550
-    run(core.renew(required=False), [answer(503, {})])
+    run(core.renew(advisory=True), [answer(503, {})])
     assert caplog.messages[-1].endswith("next try in 1 s")
 
 
@@ -447,7 +481,7 @@ def test_the_early_renewal_backoff_stops_at_a_minute(caplog: pytest.LogCaptureFi
     clock.now += 10**6 - 90000  # a renewal window of almost a day
     with caplog.at_level("WARNING", logger="semansys_auth"):
         for _ in range(8):
-            run(core.renew(required=False), [answer(503, {})])
+            run(core.renew(advisory=True), [answer(503, {})])
             clock.now += 61
     assert [m.rsplit(" ", 2)[-2] for m in caplog.messages] == [
         "1", "2", "4", "8", "16", "32", "60", "60"
@@ -467,7 +501,7 @@ def test_an_early_renewal_raises_once_no_valid_token_is_left() -> None:
         clock.now += 2
         return answer(503, {})
 
-    flow = core.renew(required=False)
+    flow = core.renew(advisory=True)
     request = next(flow)
     assert isinstance(request, EndpointRequest)
     with pytest.raises(TokenEndpointUnavailableError):
@@ -480,7 +514,7 @@ def test_an_expired_token_makes_a_renewal_required() -> None:
     run(core.renew(), [ok(expires_in=100)])
     clock.now += 96
     with pytest.raises(TokenEndpointUnavailableError):
-        run(core.renew(required=False), [answer(503, {}), answer(503, {})])
+        run(core.renew(advisory=True), [answer(503, {}), answer(503, {})])
 
 
 def test_a_transport_failure_of_a_required_renewal_reaches_the_caller() -> None:
@@ -591,20 +625,19 @@ def test_a_bad_request_starts_no_cooldown() -> None:
 
 
 def test_during_a_cooldown_a_valid_token_is_kept_quietly() -> None:
-    from semansys_auth._core import Need
 
     clock = Clock()
     core = make_core(clock, credentials_cooldown=600.0)
     first, _ = run(core.renew(), [ok()])
     clock.now += 3550
     rejections = [answer(400, {"error": "invalid_grant"})] * 2  # the refresh, then the password
-    kept, _ = run(core.renew(required=False), rejections)
+    kept, _ = run(core.renew(advisory=True), rejections)
     assert kept is first
-    assert core.need() == (Need.NOTHING, first), "no early renewal during the cooldown"
-    again, steps = run(core.renew(required=False), [])
+    assert core.due() == (Due.NOT_DUE, first), "no early renewal during the cooldown"
+    again, steps = run(core.renew(advisory=True), [])
     assert again is first and steps == []
     clock.now += 2  # past the early-renewal backoff, still in the cooldown, still valid
-    assert core.need() == (Need.NOTHING, first)
+    assert core.due() == (Due.NOT_DUE, first)
 
 
 def test_a_new_token_ends_the_cooldown() -> None:
@@ -743,10 +776,9 @@ def test_a_cache_that_fails_is_left_alone_for_thirty_seconds(
     core = make_core(clock, cache=cache)
     with caplog.at_level("WARNING", logger="semansys_auth"):
         first, _ = run(core.renew(), [ok("at-1")])
-        assert core.cache_lock() is None, "no lock from a resting cache"
         clock.now += 29.9
         second, _ = run(core.renew(first.authorization), [ok("at-2")])
-        core.cache_failed("save", OSError("again"))
+        core.cache_use.failed("save", OSError("again"))
     assert cache.calls == ["load"], "no save, no second load: the cache rests"
     assert caplog.messages == [
         "token cache load failed: OSError: disk on fire; going on without the cache for 30 s"
@@ -804,15 +836,96 @@ def test_the_callback_hears_of_every_new_token() -> None:
     assert [info.grant_type for info in infos] == ["password", "refresh_token"]
 
 
-def test_the_cache_lock_comes_from_the_cache() -> None:
+class LockLog:
+    """A cache lock that records what is done with it."""
+
+    def __init__(self, log: list[str], free: bool = True) -> None:
+        self.log = log
+        self.free = free
+
+    def acquire(self, timeout: float) -> bool:
+        self.log.append(f"acquire({timeout:g})")
+        return self.free
+
+    def release(self) -> None:
+        self.log.append("release")
+
+
+def test_the_cache_lock_is_held_around_the_cache_and_the_token_request() -> None:
+    log: list[str] = []
+
     class Lockable(RecordingCache):
-        def lock(self, key: str) -> str:
-            return f"lock for {key}"
+        def lock(self, key: str) -> LockLog:
+            log.append(f"lock({key == core.cache_key()})")
+            return LockLog(log)
+
+        def load(self, key: str) -> str | None:
+            log.append("load")
+            return super().load(key)
+
+        def save(self, key: str, entry: str) -> None:
+            log.append("save")
+            super().save(key, entry)
 
     core = make_core(Clock(), cache=Lockable())
-    assert core.cache_lock() == f"lock for {core.cache_key()}"
-    assert make_core(Clock(), cache=RecordingCache()).cache_lock() is None
-    assert make_core(Clock()).cache_lock() is None
+    _, steps = run(core.renew(), [ok()])
+    assert log == ["lock(True)", "acquire(0)", "load", "save", "release"]
+    kinds = [type(step).__name__ for step in steps]
+    assert kinds == [
+        "DeriveKeys", "LockCache", "LoadCache", "EndpointRequest", "SaveCache", "UnlockCache",
+    ]  # fmt: skip
+    plain = make_core(Clock(), cache=RecordingCache())
+    _, steps = run(plain.renew(), [ok()])
+    assert [type(step).__name__ for step in steps] == [
+        "DeriveKeys", "LoadCache", "EndpointRequest", "SaveCache",
+    ]  # fmt: skip
+    _, steps = run(make_core(Clock()).renew(), [ok()])
+    assert [type(step).__name__ for step in steps] == ["EndpointRequest"]
+
+
+def test_a_busy_cache_lock_is_tried_until_the_cache_wait_then_renewed_without(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    log: list[str] = []
+
+    class Busy(RecordingCache):
+        def lock(self, key: str) -> LockLog:
+            return LockLog(log, free=False)
+
+    core = make_core(clock, cache=Busy(), cache_wait=0.05)
+    flow = core.renew()
+    sleeps: list[float] = []
+    step = next(flow)
+    shell = Shell(core)
+    while not isinstance(step, EndpointRequest):
+        if isinstance(step, Sleep):
+            sleeps.append(step.seconds)
+            clock.now += step.seconds
+        step = flow.send(step.run(shell, None) if isinstance(step, Blocking) else None)
+    assert sleeps == [0.001, 0.002, 0.004, 0.008, 0.016, 0.032]
+    assert log == ["acquire(0)"] * 7
+    assert caplog.messages == ["token cache lock not obtained within 0 s: renewing without it"]
+
+
+def test_a_busy_cache_lock_ends_an_advisory_renewal_for_a_moment() -> None:
+    clock = Clock()
+    log: list[str] = []
+    free = [True]
+
+    class Busy(RecordingCache):
+        def lock(self, key: str) -> LockLog:
+            return LockLog(log, free=free[0])
+
+    core = make_core(clock, cache=Busy())
+    first, _ = run(core.renew(), [ok()])
+    free[0] = False
+    clock.now += 3550
+    kept, steps = run(core.renew(advisory=True), [])
+    assert kept is first and log == ["acquire(0)", "release", "acquire(0)"]
+    assert core.due() == (Due.NOT_DUE, first), "another process renews: not tried again at once"
+    clock.now += 0.05
+    assert core.due() == (Due.ADVISORY, first)
 
 
 def test_a_cache_lock_that_fails_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -822,31 +935,14 @@ def test_a_cache_lock_that_fails_is_a_warning(caplog: pytest.LogCaptureFixture) 
 
     core = make_core(Clock(), cache=Unlockable())
     with caplog.at_level("WARNING", logger="semansys_auth"):
-        assert core.cache_lock() is None
+        held, steps = run(core.renew(), [ok()])
+    assert held.access_token == "at-1"
+    assert [type(step).__name__ for step in steps] == [
+        "DeriveKeys", "LockCache", "EndpointRequest",
+    ]  # fmt: skip
     assert caplog.messages == [
         "token cache lock failed: OSError: no lock today; going on without the cache for 30 s"
     ]
-
-
-def test_the_keys_are_computed_once_together() -> None:
-    """One scrypt per object: the cache key and the sealing key come from the
-    same derivation, whichever is asked for first, and saves and loads reuse it."""
-    real = make_core(Clock()).endpoint.cache_keys()
-    for first in ("cache_key", "sealing_key"):
-        cache = RecordingCache()
-        core = make_core(Clock(), cache=cache)
-        calls: list[int] = []
-        derive = core.endpoint.cache_keys
-
-        def counted(derive: Any = derive, calls: list[int] = calls) -> tuple[str, bytes]:
-            calls.append(1)
-            return derive()
-
-        core.endpoint.cache_keys = counted  # type: ignore[method-assign]
-        getattr(core, first)()
-        assert (core.cache_key(), core.sealing_key()) == real
-        run(core.renew(), [ok()])  # a load and a save
-        assert cache.calls == ["load", "save"] and calls == [1]
 
 
 # -- 401 -------------------------------------------------------------------------------------
@@ -857,14 +953,14 @@ def test_which_401_calls_for_a_resend() -> None:
     core = make_core(clock)
     run(core.renew(), [ok("at-1")])
     what = "GET /api/x"
-    assert core.may_resend(401, "Bearer at-1", True, what) is True
-    assert core.may_resend(403, "Bearer at-1", True, what) is False
-    assert core.may_resend(200, "Bearer at-1", True, what) is False
-    assert core.may_resend(401, "Bearer other", True, what) is False
-    assert core.may_resend(401, None, True, what) is False
-    assert core.may_resend(401, "Bearer at-1", False, what) is False
+    assert core.refused(401, "Bearer at-1", True, lambda: what) == "Bearer at-1"
+    assert core.refused(403, "Bearer at-1", True, lambda: what) is None
+    assert core.refused(200, "Bearer at-1", True, lambda: what) is None
+    assert core.refused(401, "Bearer other", True, lambda: what) is None
+    assert core.refused(401, None, True, lambda: what) is None
+    assert core.refused(401, "Bearer at-1", False, lambda: what) is None
     run(core.renew("Bearer at-1"), [ok("at-2")])
-    assert core.may_resend(401, "Bearer at-1", True, what) is True, "an earlier token of ours"
+    assert core.refused(401, "Bearer at-1", True, lambda: what) == "Bearer at-1", "an earlier token of ours"
 
 
 def test_only_the_last_eight_tokens_are_ours() -> None:
@@ -872,8 +968,8 @@ def test_only_the_last_eight_tokens_are_ours() -> None:
     core = make_core(clock)
     for i in range(9):
         run(core.renew(f"Bearer at-{i - 1}"), [ok(f"at-{i}")])
-    assert core.may_resend(401, "Bearer at-1", True, "GET /") is True
-    assert core.may_resend(401, "Bearer at-0", True, "GET /") is False
+    assert core.refused(401, "Bearer at-1", True, lambda: "GET /") == "Bearer at-1"
+    assert core.refused(401, "Bearer at-0", True, lambda: "GET /") is None
 
 
 # -- what the core shows -------------------------------------------------------------------------
@@ -927,7 +1023,7 @@ def test_at_the_end_of_validity_an_early_renewal_becomes_required() -> None:
     clock.now += 95  # valid until exactly here
     answers: list[EndpointResponse | Exception] = [answer(503, {})] * 3
     with pytest.raises(TokenEndpointUnavailableError):
-        run(core.renew(required=False), answers)
+        run(core.renew(advisory=True), answers)
     assert answers == [], "retried as a required renewal"
 
 
@@ -936,7 +1032,7 @@ def test_an_early_renewal_that_fails_exactly_at_the_end_of_validity_raises() -> 
     core = make_core(clock)
     run(core.renew(), [ok(expires_in=100)])
     clock.now += 94
-    flow = core.renew(required=False)
+    flow = core.renew(advisory=True)
     assert isinstance(next(flow), EndpointRequest)
     clock.now += 1  # the answer comes at exactly the end of validity
     with pytest.raises(TokenEndpointUnavailableError):
@@ -1003,7 +1099,7 @@ def test_the_debug_log_says_how_long_a_token_has_left(caplog: pytest.LogCaptureF
     run(other.renew(), [ok()])
     clock.now += 3550
     with caplog.at_level("DEBUG", logger="semansys_auth"):
-        run(other.renew(required=False), [ok("at-2")])
+        run(other.renew(advisory=True), [ok("at-2")])
     assert "token expires in 50 s: renewing it early" in caplog.messages
 
 
@@ -1013,7 +1109,10 @@ def test_a_lock_free_look_at_the_cache() -> None:
     cache = RecordingCache()
     core = make_core(clock, cache=cache)
     nothing, steps = run(core.cached(), [])
-    assert nothing is None and [type(step) for step in steps] == [Call]
+    assert nothing is None and [type(step).__name__ for step in steps] == [
+        "DeriveKeys",
+        "LoadCache",
+    ]
     fresh = Token(access_token="from-cache", expires_at=clock.now + 3600, obtained_at=clock.now)
     cache.put(core, fresh)
     held, steps = run(core.cached(), [])

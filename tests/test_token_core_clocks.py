@@ -14,7 +14,7 @@ import pytest
 from test_token_core import Clock, answer, make_core, ok, requests_of, run
 
 from semansys_auth import MemoryTokenCache, Token, UserCredentialsError
-from semansys_auth._core import Need
+from semansys_auth._policy import Due
 
 HOUR = 3600.0
 
@@ -40,15 +40,15 @@ def test_a_wall_clock_set_back_does_not_extend_the_token() -> None:
     core, token, start = adopted(clock)
     clock.step(-HOUR)  # the wall clock now says the token has 2 hours left
     clock.now += RENEW_AFTER - 0.001
-    assert core.usable() is token and core.need() == (Need.NOTHING, token)
+    assert core.usable() is token and core.due() == (Due.NOT_DUE, token)
     clock.now = start - HOUR + RENEW_AFTER  # the monotonic renewal time, exactly
-    assert core.usable() is None and core.need() == (Need.RENEWAL, token)
+    assert core.usable() is None and core.due() == (Due.ADVISORY, token)
     clock.now = start - HOUR + VALID_FOR - 0.001
-    assert core.need() == (Need.RENEWAL, token)
+    assert core.due() == (Due.ADVISORY, token)
     clock.now = start - HOUR + VALID_FOR  # the monotonic end, exactly
-    assert core.usable() is None and core.need() == (Need.TOKEN, None)
+    assert core.usable() is None and core.due() == (Due.MANDATORY, None)
     clock.step(-10 * HOUR)  # however far back it goes
-    assert core.need() == (Need.TOKEN, None)
+    assert core.due() == (Due.MANDATORY, None)
 
 
 def test_a_wall_clock_that_jumps_ahead_ends_the_token_though_the_monotonic_clock_did_not_move() -> (
@@ -59,13 +59,13 @@ def test_a_wall_clock_that_jumps_ahead_ends_the_token_though_the_monotonic_clock
     clock = Clock()
     core, token, start = adopted(clock)
     set_wall(clock, start + RENEW_AFTER - 0.001)
-    assert core.usable() is token and core.need() == (Need.NOTHING, token)
+    assert core.usable() is token and core.due() == (Due.NOT_DUE, token)
     set_wall(clock, start + RENEW_AFTER)
-    assert core.usable() is None and core.need() == (Need.RENEWAL, token)
+    assert core.usable() is None and core.due() == (Due.ADVISORY, token)
     set_wall(clock, start + VALID_FOR - 0.001)
-    assert core.need() == (Need.RENEWAL, token)
+    assert core.due() == (Due.ADVISORY, token)
     set_wall(clock, start + VALID_FOR)
-    assert core.need() == (Need.TOKEN, None)
+    assert core.due() == (Due.MANDATORY, None)
 
 
 def test_a_renewal_rechecks_with_both_clocks() -> None:
@@ -89,12 +89,12 @@ def test_an_early_renewal_keeps_the_token_until_its_monotonic_end() -> None:
     core, token, _start = adopted(clock)
     clock.step(-HOUR)
     clock.now += RENEW_AFTER + 10  # due; 45 s left by the monotonic clock
-    kept, _ = run(core.renew(required=False), [answer(503, {})])
+    kept, _ = run(core.renew(advisory=True), [answer(503, {})])
     assert kept is token
-    assert core.need() == (Need.NOTHING, token), "the next try waits 1 s"
+    assert core.due() == (Due.NOT_DUE, token), "the next try waits 1 s"
     clock.step(-HOUR)  # the monotonic wait is not lengthened by the wall clock
     clock.now += 1
-    assert core.need() == (Need.RENEWAL, token)
+    assert core.due() == (Due.ADVISORY, token)
 
 
 @pytest.mark.parametrize("late", ["monotonic", "wall"])
@@ -102,7 +102,7 @@ def test_a_failure_after_the_token_ended_by_either_clock_is_raised(late: str) ->
     clock = Clock()
     core, _token, start = adopted(clock)
     clock.now += RENEW_AFTER + 10
-    flow = core.renew(required=False)
+    flow = core.renew(advisory=True)
     assert next(flow).grant_type == "refresh_token"
     if late == "monotonic":
         clock.step(-HOUR)
@@ -121,7 +121,7 @@ def test_the_early_renewal_warning_counts_monotonic_seconds(
     clock.step(-HOUR)
     clock.now += RENEW_AFTER + 10
     with caplog.at_level("WARNING", logger="semansys_auth"):
-        run(core.renew(required=False), [answer(503, {})])
+        run(core.renew(advisory=True), [answer(503, {})])
     assert "the current token stays in use for 45 s more, next try in 1 s" in caplog.messages[-1]
 
 
@@ -157,7 +157,7 @@ def test_the_cache_pause_runs_on_the_monotonic_clock() -> None:
     clock = Clock()
     cache = CountingCache()
     core = make_core(clock, cache=cache)
-    core.cache_failed("load", OSError("disk gone"))  # the cache is left alone for 30 s
+    core.cache_use.failed("load", OSError("disk gone"))  # the cache is left alone for 30 s
     clock.step(10 * HOUR)  # a wall-clock jump ends nothing
     assert run(core.cached(), []) == (None, []) and cache.loads == 0
     clock.step(-20 * HOUR)
@@ -184,6 +184,6 @@ def test_a_cached_token_is_judged_by_the_wall_clock_then_kept_by_the_monotonic_o
     assert reader.info() is not None and reader.info().obtained_at == start  # wall, as stored
     clock.step(-HOUR)
     clock.now = start - HOUR + VALID_FOR - 0.5
-    assert reader.need() == (Need.RENEWAL, token)
+    assert reader.due() == (Due.ADVISORY, token)
     clock.now = start - HOUR + VALID_FOR
-    assert reader.need() == (Need.TOKEN, None)
+    assert reader.due() == (Due.MANDATORY, None)

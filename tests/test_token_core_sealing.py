@@ -15,9 +15,19 @@ import pytest
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from test_token_answers import URL, endpoint
-from test_token_core import Clock, RecordingCache, make_core, ok, requests_of, run, sealed
+from test_token_core import (
+    Clock,
+    RecordingCache,
+    Shell,
+    make_core,
+    ok,
+    requests_of,
+    run,
+    sealed,
+)
 
-from semansys_auth._core import Call, TokenCore
+from semansys_auth._core import TokenCore
+from semansys_auth._effects import DeriveKeys, LoadCache, SaveCache
 from semansys_auth._entry import MAX_ENTRY_BYTES, seal, unseal
 from semansys_auth._token import Token
 from semansys_auth._wire import EndpointRequest
@@ -30,9 +40,17 @@ CANNOT = (
 )
 
 
+class FreeLock:
+    def acquire(self, timeout: float) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
 class LockableCache(RecordingCache):
-    def lock(self, key: str) -> str:
-        return f"lock for {key}"
+    def lock(self, key: str) -> FreeLock:
+        return FreeLock()
 
 
 def flipped(entry: str, position: int) -> str:
@@ -68,9 +86,9 @@ def test_a_new_token_is_saved_sealed_with_only_its_expiry_in_clear() -> None:
     assert unseal(core.cache_key(), core.sealing_key(), entry) == held
 
 
-def test_sealing_and_the_key_derivation_run_inside_the_calls() -> None:
-    """Async adapters run Calls in a worker thread: the 35 ms scrypt, the
-    sealing and the opening must happen there, not in the generator."""
+def test_the_key_derivation_and_the_cache_calls_are_effects() -> None:
+    """Async drivers run blocking effects in a worker thread: the 35 ms scrypt
+    and the cache calls must happen there, not in the generator."""
     clock = Clock()
     cache = RecordingCache()
     core = make_core(clock, cache=cache)
@@ -82,16 +100,22 @@ def test_sealing_and_the_key_derivation_run_inside_the_calls() -> None:
         return derive()
 
     core.endpoint.cache_keys = counted  # type: ignore[method-assign]
+    shell = Shell(core)
     flow = core.renew()
-    load = flow.send(None)
-    assert isinstance(load, Call) and derived == [] and cache.calls == []
-    assert load.run() is None
-    assert derived == [1] and cache.calls == ["load"]
+    first = flow.send(None)
+    assert first == DeriveKeys() and derived == [] and cache.calls == []
+    keys = first.run(shell, None)
+    assert derived == [1]
+    load = flow.send(keys)
+    assert load == LoadCache(keys[0]) and cache.calls == []
+    assert load.run(shell, None) is None
+    assert cache.calls == ["load"]
     request = flow.send(None)
     assert isinstance(request, EndpointRequest)
     save = flow.send(ok(ACCESS))
-    assert isinstance(save, Call) and cache.calls == ["load"], "nothing saved before the Call"
-    assert save.run() is None
+    assert isinstance(save, SaveCache) and save.key == keys[0]
+    assert cache.calls == ["load"], "nothing saved before the effect is carried out"
+    assert save.run(shell, None) is None
     assert cache.calls == ["load", "save"] and derived == [1]
     with pytest.raises(StopIteration) as done:
         flow.send(None)
@@ -159,7 +183,7 @@ def test_a_cache_that_gives_back_something_else_has_failed(
         "entry it was given; going on without the cache for 30 s"
     ]
     assert cache.calls == ["load"], "paused: not saved"
-    assert core.cache_lock() is None
+    assert not core.cache_use.active(), "paused"
 
 
 # -- an entry that cannot be opened is a miss, not a failure ------------------------------------
@@ -182,7 +206,7 @@ def test_an_altered_entry_is_a_miss_replaced_by_the_next_token(
     assert form_grant(requests_of(steps)[0]) == "password"
     assert cache.calls == ["load", "save"], "the cache stays in use: the entry is replaced"
     assert cache.token(core) == held
-    assert core.cache_lock() == f"lock for {key}", "not paused"
+    assert core.cache_use.active(), "not paused"
     held_again, steps = run(core.renew(held.authorization), [ok("access-2")])
     assert cache.calls == ["load", "save", "load", "save"]
     assert cache.token(core) == held_again
@@ -368,7 +392,7 @@ def test_the_sealing_key_binds_every_credential() -> None:
 def test_a_core_without_a_cache_derives_no_key() -> None:
     core = make_core(Clock())
     run(core.renew(), [ok(ACCESS)])
-    assert core._key is None
+    assert core.cache_use.keys is None
 
 
 def test_the_core_gives_the_endpoints_keys() -> None:
