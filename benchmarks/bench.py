@@ -28,6 +28,13 @@ Parts:
    ``python -c "import requests"``; the package's and the peers' imports
    against ``python -c "import requests, httpx"``. Byte code is compiled first,
    as after an install.
+6. ``burst``: 5,000 requests started at once on one event loop, cold (a new
+   ``SemansysAuth``: the first request fetches the token, the others wait for
+   it) and warm (the token held), over the floor in interleaved pairs: httpx's
+   ``AsyncClient`` on its ``MockTransport``, aiohttp on an in-memory connector.
+   The bursts do no I/O, so the process's CPU time is their cost; wall time is
+   shown too, but on a shared machine it also measures the neighbours. About a
+   minute (``--quick``: about 25 s).
 
 Statistics are written here rather than taken from pyperf: pyperf runs each
 benchmark in its own worker processes, one after the other, while a ratio to
@@ -56,9 +63,9 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +97,8 @@ TOKEN_BODY = json.dumps(
 STATIC = "Bearer bench-access-token"
 FLOOR = "floor"
 INFO = "static header"
+COLD = "cold"
+WARM = "warm"
 
 ORDER = random.Random()
 
@@ -971,10 +980,212 @@ def part_startup(pairs: int) -> None:
             print(f"{label:<48} {baseline:<28} {cell(found):>24}", flush=True)
 
 
+# -- part 6: a burst of concurrent requests on one event loop -------------------------
+
+BURST = 5000
+Get = Callable[[], Awaitable[int]]  # one request, its status
+Opener = Callable[[Any], AbstractAsyncContextManager[Get]]  # a client with this auth
+
+
+async def timed_burst(get: Get, count: int) -> tuple[float, float]:
+    """(CPU seconds of the process, wall seconds) for ``count`` requests started
+    at once with ``asyncio.gather``."""
+    gc.collect()
+    gc.disable()
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        statuses = await asyncio.gather(*(get() for _ in range(count)))
+        took = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        gc.enable()
+    failed = sum(status != 200 for status in statuses)
+    if failed:
+        raise RuntimeError(f"{failed} of {count} requests of a burst did not answer 200")
+    return took
+
+
+class Tally:
+    """Token requests that reached the in-memory server."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def answer(self, path: str) -> tuple[bytes, str]:
+        """(body, content type) for a request to ``path``."""
+        if path.endswith("/connect/token"):
+            self.count += 1
+            return TOKEN_BODY, "application/json"
+        return b"ok", "text/plain"
+
+
+def httpx_opener(tally: Tally) -> Opener:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body, kind = tally.answer(request.url.path)
+        return httpx.Response(200, content=body, headers={"Content-Type": kind})
+
+    transport = httpx.MockTransport(handler)
+
+    @asynccontextmanager
+    async def opener(auth: Any) -> AsyncIterator[Get]:
+        async with httpx.AsyncClient(transport=transport, auth=auth) as client:
+
+            async def get() -> int:
+                return (await client.get(API_URL)).status_code
+
+            yield get
+
+    return opener
+
+
+class Unavailable(Exception):
+    """A client that cannot be measured in memory."""
+
+
+def aiohttp_opener(tally: Tally) -> Opener:
+    """aiohttp over a connector whose connections are in memory: each answers a
+    complete request with a canned response. It overrides aiohttp's private
+    ``BaseConnector._create_connection`` and uses its ``ResponseHandler``: the
+    row is left out, saying why, when a release no longer has them."""
+    import aiohttp
+
+    try:
+        from aiohttp.client_proto import ResponseHandler
+    except ImportError as error:
+        raise Unavailable(f"aiohttp has no ResponseHandler: {error}") from None
+    if not hasattr(aiohttp.BaseConnector, "_create_connection"):
+        raise Unavailable("aiohttp's BaseConnector has no _create_connection")
+
+    class MemoryTransport(asyncio.Transport):
+        def __init__(self, protocol: Any, loop: asyncio.AbstractEventLoop) -> None:
+            super().__init__()
+            self.protocol, self.loop, self.pending, self.closing = protocol, loop, b"", False
+
+        def write(self, data: Any) -> None:
+            self.pending += bytes(data)
+            while b"\r\n\r\n" in self.pending:
+                head, _, rest = self.pending.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                fields = dict(line.lower().split(":", 1) for line in lines[1:])
+                length = int(fields.get("content-length", "0"))
+                if len(rest) < length:
+                    return
+                self.pending = rest[length:]
+                body, kind = tally.answer(lines[0].split(" ")[1])
+                answer = (
+                    f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode() + body
+                self.loop.call_soon(self.protocol.data_received, answer)
+
+        def writelines(self, chunks: Any) -> None:
+            for chunk in chunks:
+                self.write(chunk)
+
+        def is_closing(self) -> bool:
+            return self.closing
+
+        def close(self) -> None:
+            if not self.closing:
+                self.closing = True
+                self.loop.call_soon(self.protocol.connection_lost, None)
+
+        def abort(self) -> None:
+            self.close()
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+    class MemoryConnector(aiohttp.BaseConnector):
+        async def _create_connection(self, *args: Any) -> Any:
+            protocol = ResponseHandler(self._loop)
+            protocol.connection_made(MemoryTransport(protocol, self._loop))
+            return protocol
+
+    @asynccontextmanager
+    async def opener(auth: Any) -> AsyncIterator[Get]:
+        connector = MemoryConnector(limit=0)  # no pool limit, as httpx's MockTransport
+        async with aiohttp.ClientSession(connector=connector, middlewares=(auth,)) as session:
+
+            async def get() -> int:
+                async with session.get(API_URL) as response:
+                    await response.read()
+                    return response.status
+
+            yield get
+
+    return opener
+
+
+async def aiohttp_floor(request: Any, handler: Any) -> Any:
+    request.headers["Authorization"] = STATIC
+    return await handler(request)
+
+
+async def burst_pairs(
+    opener: Opener, tally: Tally, floor: Any, rounds: int, count: int
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, int]]:
+    """Each round runs two pairs, floor and cold, floor and warm, each pair in a
+    shuffled order: ((CPU time, wall time) over the floor's, pair by pair; the
+    largest number of token requests one burst made)."""
+    warm = ours()
+    auths: dict[str, Callable[[], Any]] = {
+        FLOOR: lambda: floor,
+        COLD: ours,  # a new object per burst: its first request fetches the token
+        WARM: lambda: warm,  # one object, which holds its token after the warm-up
+    }
+    found: dict[str, list[tuple[float, float]]] = {COLD: [], WARM: []}
+    most = {name: 0 for name in auths}
+
+    async def run(name: str) -> tuple[float, float]:
+        async with opener(auths[name]()) as get:
+            before = tally.count
+            took = await timed_burst(get, count)
+        most[name] = max(most[name], tally.count - before)
+        return took
+
+    for name in auths:  # warm up: imports, the heap grown to a burst, warm's token
+        await run(name)
+    most = {name: 0 for name in auths}  # counted from here on
+    for _ in range(rounds):
+        for name in ORDER.sample(list(found), 2):
+            if ORDER.random() < 0.5:
+                ours_took, floor_took = await run(name), await run(FLOOR)
+            else:
+                floor_took, ours_took = await run(FLOOR), await run(name)
+            found[name].append((ours_took[0] / floor_took[0], ours_took[1] / floor_took[1]))
+    return found, most
+
+
+def part_burst(rounds: int, count: int) -> None:
+    print(f"\nPart 6: {count} requests started at once on one event loop (asyncio.gather), "
+          "in memory; the burst's cost over the floor's, median (interquartile range) of "
+          f"{rounds} interleaved pairs.\nCold: a new SemansysAuth, whose first request "
+          "fetches the token through the same client; warm: one SemansysAuth holding its "
+          "token")  # fmt: skip
+    print(f"{'client':<15} {'auth':<6} {'CPU time':>21} {'wall time':>21} "
+          f"{'token requests':>15}")  # fmt: skip
+    clients: list[tuple[str, Callable[[Tally], Opener], Any]] = [
+        ("httpx async", httpx_opener, floor_auth(httpx)),
+        ("aiohttp", aiohttp_opener, aiohttp_floor),
+    ]
+    for client, make_opener, floor in clients:
+        tally = Tally()
+        try:
+            opener = make_opener(tally)
+        except Unavailable as error:
+            print(f"{client:<15} not measured: {error}")
+            continue
+        found, most = asyncio.run(burst_pairs(opener, tally, floor, rounds, count))
+        for name in (COLD, WARM):
+            cpu = cell([pair[0] for pair in found[name]])
+            wall = cell([pair[1] for pair in found[name]])
+            print(f"{client:<15} {name:<6} {cpu:>21} {wall:>21} {most[name]:>15}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run")
-    parts = ["cost", "concurrency", "processes", "renewal", "startup"]
+    parts = ["cost", "concurrency", "processes", "renewal", "startup", "burst"]
     parser.add_argument("--part", action="append", choices=parts, help="run only these parts")
     parser.add_argument("--seed", type=int, help="the shuffle seed (default: a random one)")
     args = parser.parse_args()
@@ -984,6 +1195,7 @@ def main() -> None:
           f"seed {seed} (--seed {seed} repeats the order)")  # fmt: skip
     chosen = args.part or parts
     rounds, count, pairs = (4, 200, 6) if args.quick else (30, 500, 30)
+    bursts = 2 if args.quick else 6
     if "cost" in chosen:
         part_cost(rounds, count)
     if "concurrency" in chosen:
@@ -994,6 +1206,8 @@ def main() -> None:
         part_renewal()
     if "startup" in chosen:
         part_startup(pairs)
+    if "burst" in chosen:
+        part_burst(bursts, BURST)
 
 
 if __name__ == "__main__":
