@@ -55,9 +55,8 @@ class SemansysAuth(HttpxAuth):
         client_secret: issued by the Semansys support desk.
         username: the account's e-mail address.
         password: the account's password.
-        token_url: the token endpoint; https, or http on a loopback host.
-            Default: the pre-production endpoint,
-            [PRE_PRODUCTION_TOKEN_URL][semansys_auth.PRE_PRODUCTION_TOKEN_URL].
+        token_url: the token endpoint; https, or http on a loopback host. The
+            default is the pre-production endpoint.
         scope: a string or a list of strings; None lets the server choose.
         leeway: seconds before expiry at which the token is renewed (at most
             half its lifetime).

@@ -184,6 +184,15 @@ def test_reference_shows_no_private_base(reference: str) -> None:
     assert private == [], f"private bases in the reference: {private}"
 
 
+@pytest.mark.timeout(300)
+def test_parameter_sections_are_lists_not_wide_tables(reference: str) -> None:
+    # A table with Type and Default columns scrolls sideways at 1280 px for
+    # SemansysAuth; one entry per line fits any width.
+    part = section(reference, "semansys_auth.SemansysAuth")
+    assert "<table" not in part
+    assert part.count('class="doc-section-item field-body"') >= 17  # its parameters
+
+
 def is_class_name(name: str) -> bool:
     return name[:1].isupper() and not name.isupper()  # not a CONSTANT
 
