@@ -184,6 +184,20 @@ def test_reference_shows_no_private_base(reference: str) -> None:
     assert private == [], f"private bases in the reference: {private}"
 
 
+def test_every_copy_of_the_test_command_is_readmes() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(.+?)\n```", readme[readme.index("<!-- test-command:") :], re.S)
+    assert block is not None
+    command = block.group(1)
+    copies = {
+        page.name: re.findall(r"^python3 -m venv .*\[test,docs\].*$", page.read_text("utf-8"), re.M)
+        for page in (ROOT / "docs").rglob("*.md")
+    }
+    found = {name: lines for name, lines in copies.items() if lines}
+    assert set(found) == {"getting-started.md", "development.md"}
+    assert all(lines == [command] for lines in found.values()), found
+
+
 @pytest.mark.timeout(300)
 def test_parameter_sections_are_lists_not_wide_tables(reference: str) -> None:
     # A table with Type and Default columns scrolls sideways at 1280 px for
