@@ -36,10 +36,10 @@ class SemansysAuth(HttpxAuth):
     """OAuth 2.0 password-grant auth for the Semansys API, for requests, httpx,
     httpx2 and aiohttp, sync and async.
 
-    Examples:
-        ``session.auth = auth`` (requests); ``httpx.Client(auth=auth)``,
-        ``httpx.AsyncClient(auth=auth)`` (and httpx2);
-        ``aiohttp.ClientSession(middlewares=(auth,))``.
+    Use it as requests' ``session.auth = auth``, as httpx's (and httpx2's)
+    ``httpx.Client(auth=auth)`` or ``httpx.AsyncClient(auth=auth)``, and as an
+    aiohttp client middleware: ``aiohttp.ClientSession(middlewares=(auth,))``.
+    It is an ``httpx.Auth`` (and an ``httpx2.Auth`` when httpx2 is installed).
 
     Nothing is fetched at construction. The first request fetches a token; later
     requests reuse it until ``leeway`` seconds before it expires (at most half
@@ -55,8 +55,8 @@ class SemansysAuth(HttpxAuth):
         client_secret: issued by the Semansys support desk.
         username: the account's e-mail address.
         password: the account's password.
-        token_url: the token endpoint; https, or http on a loopback host.
-            Default: the pre-production endpoint, ``PRE_PRODUCTION_TOKEN_URL``.
+        token_url: the token endpoint; https, or http on a loopback host. The
+            default is the pre-production endpoint.
         scope: a string or a list of strings; None lets the server choose.
         leeway: seconds before expiry at which the token is renewed (at most
             half its lifetime).
@@ -71,12 +71,13 @@ class SemansysAuth(HttpxAuth):
             fails at once with ``retry_after`` set.
         credentials_cooldown: seconds during which rejected credentials fail
             at once, without a request, so that the account is not locked.
-        api_version: sent as the ``x-api-version`` header unless a request
-            has one.
-        token_cache: a :class:`~semansys_auth.TokenCache`, e.g.
-            :class:`~semansys_auth.FileTokenCache` or
-            :class:`~semansys_auth.RedisTokenCache`, to share tokens.
-        on_token: called with the :class:`~semansys_auth.TokenInfo` (no
+        api_version: sent as the ``x-api-version`` header of every API request
+            that has none of its own. Semansys requires this header on every
+            request; a request's own header wins.
+        token_cache: a [TokenCache][semansys_auth.TokenCache], e.g.
+            [FileTokenCache][semansys_auth.FileTokenCache] or
+            [RedisTokenCache][semansys_auth.RedisTokenCache], to share tokens.
+        on_token: called with the [TokenInfo][semansys_auth.TokenInfo] (no
             secrets) of every new token, e.g. for metrics; what it raises is
             logged.
         requests_session: the ``requests.Session`` that token requests of
@@ -155,7 +156,8 @@ class SemansysAuth(HttpxAuth):
 
         Args:
             environ: the variables to read; default ``os.environ``.
-            **overrides: keyword arguments of :class:`SemansysAuth`; they win
+            **overrides: keyword arguments of
+                [SemansysAuth][semansys_auth.SemansysAuth]; they win
                 over the environment.
 
         Returns:

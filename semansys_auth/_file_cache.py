@@ -141,7 +141,8 @@ def _unlink_lock_if_free(path: Path) -> None:
 
 
 class _FileLock:
-    """A ``filelock.FileLock`` as a :class:`CacheLock` (filelock imported on first use).
+    """A ``filelock.FileLock`` as a [CacheLock][semansys_auth.CacheLock] (filelock
+    imported on first use).
 
     Before each acquire the directory is checked (and re-created 0700 if it was
     removed: filelock would re-create it with the umask's mode), and a lock path
@@ -243,8 +244,12 @@ class FileTokenCache:
         directory: where the files go; created (mode 0700) on first use. ``~``
             is expanded. Nothing is touched until then.
 
+    Attributes:
+        directory: the directory of the files, ``~`` expanded (a ``Path``).
+
     Raises:
         TypeError: ``directory`` is not a string or path.
+        ValueError: ``directory`` is empty.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:

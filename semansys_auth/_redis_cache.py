@@ -190,7 +190,7 @@ def _check_url_options(url: str) -> None:
 
 
 class _RedisLock:
-    """A ``redis.lock.Lock`` as a :class:`CacheLock`, kept alive while held.
+    """A ``redis.lock.Lock`` as a [CacheLock][semansys_auth.CacheLock], kept alive while held.
 
     A lock key with no TTL is foreign (our leases always have one): it is
     removed with a warning, so that it cannot block renewals for ever. After a
@@ -271,6 +271,14 @@ class RedisTokenCache:
         ttl_margin: seconds a stored token outlives its access token.
         unknown_ttl: seconds a token of unknown lifetime is kept.
 
+    Attributes:
+        client: the redis-py client, as given.
+        prefix: put before every key name, as given.
+        max_lock_wait: the longest a renewal waits for another process's lock:
+            one lease (``lock_lease``). A live holder keeps extending its lease,
+            so waiting longer could mean waiting for a stuck holder; after this
+            the renewal goes on without the lock.
+
     Raises:
         TypeError: ``client`` does not look like a redis-py client.
         ValueError: an option is out of range.
@@ -312,10 +320,8 @@ class RedisTokenCache:
         self._max_hold = float(max_lock_hold)
         self._margin = float(ttl_margin)
         self._unknown_ttl = float(unknown_ttl)
+        # Read by the auth object: see "Attributes" above.
         self.max_lock_wait = self._lease
-        """The longest a renewal waits for another process's lock: one lease. A
-        live holder keeps extending its lease, so waiting longer could mean
-        waiting for a stuck holder; after this the renewal goes on without it."""
         kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
         if isinstance(kwargs, dict) and kwargs.get("socket_timeout") is None:
             logger.warning(

@@ -1,6 +1,6 @@
 """The token value object, its non-secret view, and the unverified JWT claim reader.
 
-No I/O here. A :class:`Token` checks its own fields when it is built, so that
+No I/O here. A [Token][semansys_auth.Token] checks its own fields when it is built, so that
 nothing that reaches a header or a cache file can be malformed, whether it came
 from a token endpoint, a cache file or a user's own cache.
 """
@@ -134,8 +134,9 @@ class _Frozen:
 class TokenInfo(_Frozen):
     """Non-secret facts about a token: safe to log, print or send to metrics.
 
-    Passed to the ``on_token`` callback, returned by ``SemansysAuth.token_info``
-    and printed by ``semansys-auth token --json``. Immutable; equal when every
+    Passed to the ``on_token`` callback, returned by
+    [SemansysAuth.token_info][semansys_auth.SemansysAuth.token_info] and printed
+    by ``semansys-auth token --json``. Immutable; equal when every
     field is.
 
     Attributes:
@@ -325,7 +326,7 @@ class Token(_Frozen):
         return None if self.expires_at is None else self.expires_at - self.obtained_at
 
     def info(self, *, from_cache: bool = False) -> TokenInfo:
-        """The non-secret :class:`TokenInfo` of this token."""
+        """The non-secret [TokenInfo][semansys_auth.TokenInfo] of this token."""
         return TokenInfo(
             grant_type=self.grant_type,
             token_type=self.token_type,
@@ -351,7 +352,7 @@ class Token(_Frozen):
 
     @classmethod
     def from_json(cls, data: object) -> Token:
-        """Rebuild a token written by :meth:`to_json`.
+        """Rebuild a token written by [to_json][semansys_auth.Token.to_json].
 
         Raises:
             ValueError: ``data`` is not such a dict, or a field is missing or
