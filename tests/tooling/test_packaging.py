@@ -13,7 +13,7 @@ import pytest
 
 import semansys_auth
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*command: str, cwd: Path = ROOT) -> str:

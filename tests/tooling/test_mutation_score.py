@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "mutation_score.py"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "mutation_score.py"
 
 
 def score(root: Path, codes: dict[str, int | None], listed: str) -> tuple[int, str, str]:
