@@ -1,4 +1,4 @@
-"""Issue 16: foreign state in a FileTokenCache directory is a warning, never a
+"""Foreign state in a FileTokenCache directory is a warning, never a
 wait or a crash (real FIFOs, sockets, links, directories, devices); directories
 the cache creates are 0700 whatever the umask, also when re-created; a lock held
 by someone else is waited for one token-request timeout at most; the trust

@@ -1,5 +1,5 @@
-"""Issue 10: a fleet of workers shares one token through Redis, with a real
-``redis-server`` on loopback (tests/redis_server.py)."""
+"""A fleet of workers shares one token through Redis, with a real
+``redis-server`` on loopback (tests/support/redis_server.py)."""
 
 from __future__ import annotations
 

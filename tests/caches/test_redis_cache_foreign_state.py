@@ -1,4 +1,4 @@
-"""Issue 16: foreign state in Redis (a lock key with no TTL, a value of another
+"""Foreign state in Redis (a lock key with no TTL, a value of another
 type at the token key), the bounded wait for a lease held by someone else, the
 query options of a Redis URL, and ``RedisTokenCache.clear()``; with a real
 ``redis-server`` on loopback."""

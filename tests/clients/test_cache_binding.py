@@ -1,4 +1,4 @@
-"""Issue 8: a cached token is used only by an object that holds the same token
+"""A cached token is used only by an object that holds the same token
 URL, client id, username, scope, client secret and password that obtained it.
 The binding is a scrypt hash, computed once per object, not per request."""
 

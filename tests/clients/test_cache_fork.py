@@ -1,4 +1,4 @@
-"""Issue 16: workers forked after the parent used a shared token cache (the file
+"""Workers forked after the parent used a shared token cache (the file
 cache and Redis) make one token request per renewal between them, and none of
 them warns about locks inherited across the fork (real forks, a real
 redis-server)."""

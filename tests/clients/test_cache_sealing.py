@@ -1,4 +1,4 @@
-"""Issue 19, at rest: what the file and Redis caches hold after real runs
+"""Sealing at rest: what the file and Redis caches hold after real runs
 through the emulator is sealed. A cache file, a copy of the cache directory or
 a dump of a shared Redis (a real ``redis-server``) holds no token, secret or
 password in any common encoding; a changed entry is a miss replaced by the

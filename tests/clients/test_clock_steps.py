@@ -1,7 +1,7 @@
-"""Issue 16, the wall clock, through every client: with the core's wall clock
+"""The wall clock, through every client: with the core's wall clock
 stepped back, an expired token is never sent; stepped ahead (the machine
 slept), the token is renewed before it is sent. (The decisions themselves, with
-two fake clocks: test_token_core_clocks.py.)"""
+two fake clocks: tests/core/test_token_core_clocks.py.)"""
 
 from __future__ import annotations
 

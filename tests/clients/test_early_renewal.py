@@ -1,4 +1,4 @@
-"""Issue 11: renewals that nobody waits for.
+"""Early renewals that nobody waits for.
 
 While the token in use is still valid, one caller renews it and every other
 caller goes on sending it: at most one request per renewal waits for the token

@@ -1,4 +1,4 @@
-"""Behaviours 1-2: no network at construction, the first request fetches a token,
+"""No network at construction, the first request fetches a token,
 every request carries it, and it is reused."""
 
 from __future__ import annotations

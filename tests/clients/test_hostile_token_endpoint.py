@@ -1,10 +1,10 @@
-"""Issue 8: every token answer (any status, headers and body, through every
+"""Every token answer (any status, headers and body, through every
 client) ends in a usable token or a SemansysAuthError subclass; no foreign
 exception, no hang, no secret in any message or log line, no header injection.
 
 The answers come from a real loopback server that writes exactly the bytes a
-test chooses (tests/servers.py). The property-based test lets hypothesis build
-those bytes; the tests after it pin each case the issue reported.
+test chooses (tests/support/servers.py). The property-based test lets hypothesis build
+those bytes; the tests after it pin each known hostile answer.
 """
 
 from __future__ import annotations
@@ -331,7 +331,7 @@ def test_any_answer_ends_in_a_token_or_a_typed_error(kind: str, answer: Spec) ->
         check(result, logs, server)
 
 
-# -- the cases the issue reported, pinned ---------------------------------------------------
+# -- known hostile answers, pinned ----------------------------------------------------------
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Behaviour 5: the refresh grant, rotating refresh tokens, and the password-grant
+"""The refresh grant, rotating refresh tokens, and the password-grant
 fallback when a refresh is refused."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Behaviour 3: renewal shortly before expiry, before sending; JWT exp fallback."""
+"""Renewal shortly before expiry, before sending; JWT exp fallback."""
 
 from __future__ import annotations
 

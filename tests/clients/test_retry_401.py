@@ -1,4 +1,4 @@
-"""Behaviour 4: a 401 to our token renews it and resends the same request once."""
+"""A 401 to our token renews it and resends the same request once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Behaviour 9: secrets stay out of repr, messages and logs; https is required;
+"""Secrets stay out of repr, messages and logs; https is required;
 the bearer token never follows a redirect to another origin."""
 
 from __future__ import annotations

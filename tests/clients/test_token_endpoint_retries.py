@@ -1,4 +1,4 @@
-"""Behaviour 7: bounded retries with backoff on 5xx, 429 and temporarily_unavailable;
+"""Bounded retries with backoff on 5xx, 429 and temporarily_unavailable;
 Retry-After; no hammering after rejected credentials."""
 
 from __future__ import annotations

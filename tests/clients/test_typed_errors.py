@@ -1,4 +1,4 @@
-"""Behaviour 6: typed errors that say what to fix; transport errors stay the
+"""Typed errors that say what to fix; transport errors stay the
 HTTP library's own."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 19, at rest: the sealed cache entry (``semansys_auth._entry``).
+"""Sealing at rest: the sealed cache entry (``semansys_auth._entry``).
 
 AES-256-GCM through ``cryptography``; these tests check how it is used: what
 is in the clear, what the associated data binds, the nonce, and that every

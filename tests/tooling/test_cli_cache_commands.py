@@ -1,4 +1,4 @@
-"""Issue 19: managing the token cache from the command line (``token
+"""Managing the token cache from the command line (``token
 --refresh``, ``cache clear``, ``cache clear --all``), and the emulator's exports
 that point at a cache of their own; real subprocesses against the emulator, with
 a file cache directory and a real ``redis-server``."""

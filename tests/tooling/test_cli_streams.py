@@ -1,4 +1,4 @@
-"""Issue 16, item 5: the command's standard streams, each closed, full or gone,
+"""The command's standard streams, each closed, full or gone,
 with real subprocesses against the emulator.
 
 Standard output carries the output and nothing else; errors and ``-v`` lines go

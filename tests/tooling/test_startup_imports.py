@@ -1,4 +1,4 @@
-"""Issue 11: start-up. What each entry point imports, checked in a fresh
+"""Start-up: what each entry point imports, checked in a fresh
 interpreter (times are measured by benchmarks/bench.py, never asserted here)."""
 
 from __future__ import annotations
