@@ -9,7 +9,6 @@ those bytes; the tests after it pin each known hostile answer.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import logging
@@ -38,6 +37,7 @@ from semansys_auth import (
     UserCredentialsError,
 )
 from servers import HostileServer, Received, http_answer, json_answer
+from token_parts import jwt
 
 # Secrets with characters that change under URL, JSON and HTML escaping, so that
 # an echo in any of those forms must be caught.
@@ -164,12 +164,8 @@ json_values = st.recursive(
 
 
 def jwt_with_exp(exp_raw: str) -> str:
-    def part(raw: str) -> str:
-        return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
-
-    header = part('{"alg":"none"}')
-    payload = part('{"exp":' + exp_raw + "}")
-    return f"{header}.{payload}.sig"
+    """A JWT whose ``exp`` claim is the JSON number text ``exp_raw``, as written."""
+    return jwt(('{"exp":' + exp_raw + "}").encode())
 
 
 @st.composite

@@ -3,7 +3,6 @@ HTTP library's own."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import aiohttp
@@ -12,7 +11,7 @@ import httpx2
 import pytest
 import requests
 
-from helpers import send
+from helpers import free_port, send
 from semansys_auth import (
     BadTokenRequestError,
     ClientCredentialsError,
@@ -113,12 +112,6 @@ def test_all_errors_share_one_root() -> None:
         MalformedTokenResponseError,
     ):
         assert issubclass(error_type, SemansysAuthError)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_connection_refused_stays_the_libraries_own_error(kind: str) -> None:

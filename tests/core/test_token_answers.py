@@ -5,14 +5,12 @@ with the message the documentation quotes), and the helpers that read answers.""
 from __future__ import annotations
 
 import gzip
-import json
 import re
 import time
 import zlib
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 
@@ -36,6 +34,7 @@ from semansys_auth._wire import (
     decode_body,
     header,
 )
+from token_parts import answer, form, jwt
 
 URL = "https://id.example/connect/token"
 NOW = 1_000_000.0
@@ -55,11 +54,6 @@ def endpoint(**changes: Any) -> TokenEndpoint:
     return TokenEndpoint(**settings)
 
 
-def answer(status: int, body: Any = None, **headers: str) -> EndpointResponse:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return EndpointResponse(status, {"Content-Type": "application/json", **headers}, raw)
-
-
 def parse(response: EndpointResponse, grant_type: str = "password", **changes: Any) -> Any:
     return endpoint(**changes).parse(grant_type, response, NOW)
 
@@ -68,10 +62,6 @@ def failure(response: EndpointResponse, grant_type: str = "password", **changes:
     with pytest.raises(SemansysAuthError) as caught:
         parse(response, grant_type, **changes)
     return caught.value
-
-
-def form(body: bytes) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(body.decode()).items()}
 
 
 # -- requests ----------------------------------------------------------------------------
@@ -273,13 +263,6 @@ def test_an_expires_in_that_is_not_seconds(expires_in: object, shown: str) -> No
 def test_a_nan_expires_in_is_not_seconds() -> None:
     body = b'{"access_token": "at", "expires_in": NaN}'
     assert type(failure(answer(200, body))) is MalformedTokenResponseError
-
-
-def jwt(claims: object) -> str:
-    import base64
-
-    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"eyJhbGciOiJub25lIn0.{payload}.sig"
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@ and the cache format it is stored in (to_json / from_json). No I/O."""
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
@@ -13,6 +12,7 @@ import pytest
 
 from semansys_auth import Token, TokenInfo
 from semansys_auth._token import access_token_problem, jwt_claims, refresh_token_problem
+from token_parts import b64url as encode
 
 
 def token(**changes: Any) -> Token:
@@ -246,11 +246,6 @@ def test_from_json_refuses_tampered_entries(data: object, reason: str) -> None:
 
 
 # -- JWT claims (never verified) ----------------------------------------------------------
-
-
-def encode(part: object) -> str:
-    raw = part if isinstance(part, bytes) else json.dumps(part).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def test_jwt_claims_reads_the_payload_without_padding() -> None:

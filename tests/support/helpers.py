@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -102,6 +103,13 @@ async def _send_aiohttp(auth: Any, method: str, url: str, **kwargs: Any) -> Repl
             len(response.history),
             {k.lower(): v for k, v in response.request_info.headers.items()},
         )
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on (free when this returns)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
