@@ -15,24 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_runs import COMMAND, environment, run
 from semansys_auth.testing import SemansysEmulator
-
-COMMAND = [sys.executable, "-m", "semansys_auth"]
-
-
-def environment(emulator: SemansysEmulator | None, cache: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEMANSYS_")}
-    if emulator is not None:
-        env.update(emulator.env())
-    env["SEMANSYS_CACHE_DIR"] = str(cache)
-    env.update(extra)
-    return env
-
-
-def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        COMMAND + args, env=env, input=stdin, capture_output=True, text=True, timeout=60
-    )
 
 
 def test_console_script_is_installed() -> None:

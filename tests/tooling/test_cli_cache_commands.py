@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from test_cli import COMMAND, environment, run
 
+from cli_runs import COMMAND, environment, run
 from redis_server import RedisServer
 from semansys_auth.testing import SemansysEmulator
 

@@ -20,9 +20,9 @@ import warnings
 from pathlib import Path
 
 import pytest
-import test_cli
-from test_cli import COMMAND, run
 
+import cli_runs
+from cli_runs import COMMAND, run
 from semansys_auth import _cli
 from semansys_auth.testing import SemansysEmulator
 
@@ -36,9 +36,9 @@ EXIT_CONSTANTS = {
 
 
 def environment(emulator: SemansysEmulator | None, cache: Path, **extra: str) -> dict[str, str]:
-    """As in test_cli, but with standard output buffered as a user's is: with
+    """As ``cli_runs.environment``, but with standard output buffered as a user's is: with
     PYTHONUNBUFFERED set, a failed write would fail at once, never at exit."""
-    env = test_cli.environment(emulator, cache, **extra)
+    env = cli_runs.environment(emulator, cache, **extra)
     env.pop("PYTHONUNBUFFERED", None)
     return env
 
