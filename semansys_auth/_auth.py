@@ -97,7 +97,7 @@ class SemansysAuth(HttpxAuth):
         client_secret: str,
         username: str,
         password: str,
-        # These defaults repeat _config.build's (tests/test_env_config.py checks
+        # These defaults repeat _config.build's (tests/clients/test_env_config.py checks
         # they match): the command builds through _config without importing this
         # module (and httpx), and the signature shows the values, not names.
         token_url: str = PRE_PRODUCTION_TOKEN_URL,

@@ -335,7 +335,7 @@ class RedisTokenCache:
         url: str,
         *,
         # The constructor's defaults, repeated so that the documented signature
-        # shows the values (tests/test_redis_cache.py checks they match).
+        # shows the values (tests/caches/test_redis_cache.py checks they match).
         prefix: str = "semansys-auth:",
         lock_lease: float = 15.0,
         max_lock_hold: float = 600.0,
