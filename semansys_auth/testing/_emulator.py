@@ -25,11 +25,15 @@ from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .. import SemansysAuth
 
 __all__ = ["Dialect", "RecordedRequest", "SemansysEmulator"]
 
 Dialect = Literal["semansys", "identityserver", "openiddict"]
+"""How the emulator's rejections look: see `dialect` of
+[SemansysEmulator][semansys_auth.testing.SemansysEmulator]."""
 _DIALECTS = ("semansys", "identityserver", "openiddict")
 _Answer = tuple[int, dict[str, str], bytes, "str | None"]
 
@@ -55,16 +59,34 @@ def _b64(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request the emulator saw. Secrets are never recorded; the user is masked."""
+    """One request the emulator answered. Secrets are never recorded (no password,
+    client secret, token, form value other than the grant type, or header other
+    than `x-api-version`); the user name is masked.
 
-    kind: Literal["token", "api"]
+    The request log ([requests][semansys_auth.testing.SemansysEmulator.requests])
+    keeps the `"token"` and `"api"` ones; the
+    [on_request][semansys_auth.testing.SemansysEmulator.on_request] hook gets
+    every one.
+    """
+
+    kind: Literal["token", "api", "other"]
+    """`"token"`: a POST to the token endpoint; `"api"`: a request to the echo API
+    (`/api` and below); `"other"`: any other path, or another method on the token
+    endpoint (answered 404 or 405, and not kept in the request log)."""
     method: str
+    """The HTTP method, e.g. `"POST"`."""
     path: str
+    """The path, without the query string (which may carry anything)."""
     status: int
+    """The HTTP status of the answer."""
     grant_type: str | None = None
+    """The `grant_type` form field of a token request, as sent (None if absent)."""
     client_id: str | None = None
+    """The client id of a token request (from the form or HTTP Basic), if any."""
     username: str | None = None
+    """The user name of a password grant, masked: `j***@example.com`."""
     api_version: str | None = None
+    """The `x-api-version` header of an API request, if any."""
     at: float = field(default_factory=time.time)
     """When the answer was sent (epoch seconds)."""
     received_at: float | None = None
@@ -91,7 +113,9 @@ class _Issued:
 class SemansysEmulator:
     """A Semansys-style identity server and protected API on loopback, for tests.
 
-    Use it as a context manager (or call :meth:`start` and :meth:`stop`). Its
+    Use it as a context manager (or call
+    [start][semansys_auth.testing.SemansysEmulator.start] and
+    [stop][semansys_auth.testing.SemansysEmulator.stop]). Its
     endpoints: ``POST /connect/token`` (password and refresh_token grants, client
     credentials in the form or in HTTP Basic), and ``/api/<anything>``: any
     method, answered 200 with a JSON echo of the request when it carries a valid
@@ -119,15 +143,23 @@ class SemansysEmulator:
         username: the user name it accepts.
         password: the password it accepts.
         require_api_version: whether API requests need ``x-api-version``.
+        on_request: called with a
+            [RecordedRequest][semansys_auth.testing.RecordedRequest] for each
+            request answered (see
+            [on_request][semansys_auth.testing.SemansysEmulator.on_request]).
 
     Raises:
         ValueError: a setting is out of range.
     """
 
     CLIENT_ID = "demo-client"
+    """The client id accepted by default (a demo value, not a secret)."""
     CLIENT_SECRET = "demo-client-secret"
+    """The client secret accepted by default (a demo value, not a secret)."""
     USERNAME = "demo@example.com"
+    """The user name accepted by default."""
     PASSWORD = "demo-password"
+    """The password accepted by default (a demo value, not a secret)."""
 
     def __init__(
         self,
@@ -147,6 +179,7 @@ class SemansysEmulator:
         username: str = USERNAME,
         password: str = PASSWORD,
         require_api_version: bool = False,
+        on_request: Callable[[RecordedRequest], object] | None = None,
     ) -> None:
         if dialect not in _DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(_DIALECTS)}, got {dialect!r}")
@@ -159,20 +192,48 @@ class SemansysEmulator:
         if token_delay < 0:
             raise ValueError(f"token_delay must be >= 0, got {token_delay!r}")
         self.host = host
+        """The address it listens on."""
         self._requested_port = port
         self.access_token_lifetime = access_token_lifetime
+        """Seconds an access token lives (applies to tokens issued from now on)."""
         self.refresh_token_lifetime = refresh_token_lifetime
+        """Seconds a refresh token lives (applies to tokens issued from now on)."""
         self.issue_refresh_tokens = issue_refresh_tokens
+        """Whether answers carry a refresh token."""
         self.rotate_refresh_tokens = rotate_refresh_tokens
+        """Whether a refresh token is one-time (a new one with each answer)."""
         self.send_expires_in = send_expires_in
+        """Whether answers carry `expires_in` (else only the JWT's `exp`)."""
         self.dialect: Dialect = dialect
+        """How rejections look: `"semansys"`, `"identityserver"` or `"openiddict"`."""
         self.token_delay = token_delay
+        """Seconds to think before each token answer."""
         self.scope = scope
+        """The scope granted when a token request asks for none."""
         self.client_id = client_id
+        """The client id it accepts."""
         self.client_secret = client_secret
+        """The client secret it accepts."""
         self.username = username
+        """The user name it accepts."""
         self.password = password
+        """The password it accepts."""
         self.require_api_version = require_api_version
+        """Whether API requests without `x-api-version` are answered 400."""
+        self.on_request = on_request
+        """Called with a [RecordedRequest][semansys_auth.testing.RecordedRequest]
+        for each request answered, in the thread that served it, after the
+        answer was sent (also when the client hung up first); None: nobody is
+        called. It sees every request, including those the request log leaves out
+        (kind `"other"`: an unknown path, or a GET of the token endpoint).
+        `semansys-auth emulator -v` uses it to log each request. It must be
+        thread-safe; an exception it raises is printed by the server thread,
+        and the answer is not affected.
+
+        ```python
+        emulator.on_request = lambda r: print(r.method, r.path, r.grant_type, r.status)
+        ```
+        """
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._access: dict[str, _Issued] = {}
@@ -188,6 +249,12 @@ class SemansysEmulator:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> SemansysEmulator:
+        """Start serving, in a thread of its own; returns the emulator itself.
+
+        Raises:
+            RuntimeError: it is already running.
+            OSError: the port cannot be listened on (e.g. it is taken).
+        """
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
         from ._http import serve  # imported here: it imports this module
@@ -196,6 +263,8 @@ class SemansysEmulator:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the listening socket (nothing happens if it is
+        not running). Tokens, settings and the request log are kept."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
@@ -218,20 +287,31 @@ class SemansysEmulator:
 
     @property
     def port(self) -> int:
+        """The port it listens on (the free one it chose, if it was given 0).
+
+        Raises:
+            RuntimeError: it is not running.
+        """
         if self._server is None:
             raise RuntimeError("the emulator is not running: use it in a with block")
         return int(self._server.server_address[1])
 
     @property
     def base_url(self) -> str:
+        """`http://127.0.0.1:<port>`: the root of its endpoints, while it runs."""
         return f"http://{self.host}:{self.port}"
 
     @property
     def token_url(self) -> str:
+        """The URL of its token endpoint, `<base_url>/connect/token`: the
+        `token_url` to give [SemansysAuth][semansys_auth.SemansysAuth]."""
         return self.base_url + "/connect/token"
 
     @property
     def api_url(self) -> str:
+        """The URL of its protected echo API, `<base_url>/api`: any path below it
+        answers 200 with a JSON echo of the request when it carries a valid
+        token."""
         return self.base_url + "/api"
 
     @property
@@ -245,7 +325,8 @@ class SemansysEmulator:
         }
 
     def env(self) -> dict[str, str]:
-        """The ``SEMANSYS_*`` variables that point ``SemansysAuth.from_env()`` here."""
+        """The `SEMANSYS_*` variables that point
+        [SemansysAuth.from_env][semansys_auth.SemansysAuth.from_env] here."""
         return {
             "SEMANSYS_TOKEN_URL": self.token_url,
             "SEMANSYS_CLIENT_ID": self.client_id,
@@ -255,7 +336,12 @@ class SemansysEmulator:
         }
 
     def auth(self, **options: Any) -> SemansysAuth:
-        """A ``SemansysAuth`` bound to this emulator (options are passed through)."""
+        """A [SemansysAuth][semansys_auth.SemansysAuth] bound to this emulator.
+
+        Args:
+            **options: passed to `SemansysAuth`, over the emulator's credentials
+                and token URL (e.g. `token_cache=`, `scope=`).
+        """
         from .. import SemansysAuth
 
         kwargs: dict[str, Any] = {**self.credentials, "token_url": self.token_url}
@@ -304,15 +390,22 @@ class SemansysEmulator:
             self._failures.extend([failure] * count)
 
     def pause_token_responses(self) -> None:
-        """Hold every token answer until :meth:`resume_token_responses` (at most
-        ``pause_limit`` seconds, then it answers 503). Requests still arrive:
-        :attr:`pending_token_requests` counts those waiting."""
+        """Hold every token answer until
+        [resume_token_responses][semansys_auth.testing.SemansysEmulator.resume_token_responses]
+        (at most [pause_limit][semansys_auth.testing.SemansysEmulator.pause_limit]
+        seconds, then it answers 503). Requests still arrive:
+        [pending_token_requests][semansys_auth.testing.SemansysEmulator.pending_token_requests]
+        counts those waiting."""
         self._open.clear()
 
     def resume_token_responses(self) -> None:
+        """Answer the token requests held by
+        [pause_token_responses][semansys_auth.testing.SemansysEmulator.pause_token_responses],
+        and the later ones, at once again."""
         self._open.set()
 
     pause_limit: float = 10.0
+    """Seconds a paused token answer is held at most; then it is a 503."""
 
     @property
     def pending_token_requests(self) -> int:
@@ -335,6 +428,7 @@ class SemansysEmulator:
         ]
 
     def clear_log(self) -> None:
+        """Forget the requests seen so far (tokens issued stay valid)."""
         with self._lock:
             self._log.clear()
 
@@ -455,6 +549,12 @@ class SemansysEmulator:
     def _record(self, entry: RecordedRequest) -> None:
         with self._lock:
             self._log.append(entry)
+
+    def _served(self, entry: RecordedRequest) -> None:
+        """The HTTP side answered ``entry``: tell the ``on_request`` hook, if any."""
+        hook = self.on_request
+        if hook is not None:
+            hook(entry)
 
 
 def _reason(status: int) -> str:
