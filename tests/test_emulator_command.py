@@ -1,11 +1,13 @@
-"""``semansys-auth emulator -v``: one line on stderr for each request served
-(method, path, grant type, status), never a secret; and the emulator's
-``on_request`` hook behind it, in process."""
+"""``semansys-auth emulator``: its exports cover every variable the docs' shell
+examples use; with ``-v``, one line on stderr for each request served (method,
+path, grant type, status), never a secret; and the emulator's ``on_request``
+hook behind it, in process."""
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import shlex
 import signal
 import socket
@@ -14,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -74,6 +77,36 @@ def raw_request(base_url: str, line: bytes) -> bytes:
         while chunk := connection.recv(65536):
             answer += chunk
     return answer
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SHELL_BLOCK = re.compile(r"^```(?:bash|sh|shell|console)[^\n]*\n(.*?)^```", re.M | re.S)
+VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+ASSIGNED = re.compile(r"(?:^|[\s;&|(])(?:export\s+|local\s+)?([A-Za-z_][A-Za-z0-9_]*)=", re.M)
+
+
+def shell_variables(text: str) -> set[str]:
+    """The variables the shell blocks of a markdown text read and do not set."""
+    found: set[str] = set()
+    for block in SHELL_BLOCK.findall(text):
+        found |= set(VARIABLE.findall(block)) - set(ASSIGNED.findall(block))
+    return found
+
+
+@pytest.mark.timeout(60)
+def test_the_exports_cover_every_variable_of_the_docs_shell_examples(
+    processes: list[subprocess.Popen[str]],
+) -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    used = set().union(*(shell_variables(page.read_text(encoding="utf-8")) for page in pages))
+    process, exports = start("emulator")
+    processes.append(process)
+    stop(process)
+    assert "API" in used, "the docs' curl example reads $API"
+    assert used - set(exports) == set()
+    # The scan finds what a block reads, and leaves out what it sets itself.
+    sample = '```bash\nstatus=$?\ncurl "${API}/x" -u "$USER_X"; test "$status" = 0\n```\n'
+    assert shell_variables(sample) == {"API", "USER_X"}
 
 
 @pytest.mark.timeout(90)
