@@ -5,9 +5,10 @@ that code under test talks to it exactly as it would to Semansys: through its
 own HTTP client, its own connection pool and real sockets.
 
 This module holds the identity rules (accounts, grants, token issuing,
-refresh-token rotation, the dialects of rejections, injected failures) and the
-request log; the HTTP side (request parsing, the echo API, sockets, the server
-thread) is in ``_http``.
+refresh-token rotation, the dialects of rejections) and the request log; the
+HTTP side (request parsing, the echo API, sockets, the server thread) is in
+``_http``, the records of requests in ``_records`` and the failures a test asks
+for in ``_failures``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ import secrets
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Literal
+
+from ._failures import Failure
+from ._records import RecordedRequest
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,13 +41,6 @@ Dialect = Literal["semansys", "identityserver", "openiddict"]
 _DIALECTS = ("semansys", "identityserver", "openiddict")
 _Answer = tuple[int, dict[str, str], bytes, "str | None"]
 
-_HTML_PAGE = (
-    "<!DOCTYPE html><html><head><title>{status} {reason}</title>"
-    "<style>body{{font-family:sans-serif}}</style></head>"
-    "<body><h1>{status} {reason}</h1><p>The upstream server did not answer in time.</p>"
-    "<hr><address>emulated proxy</address></body></html>"
-)
-
 
 def _same(given: str, expected: str) -> bool:
     """A constant-time comparison that also takes non-ASCII text (which
@@ -55,51 +52,6 @@ def _same(given: str, expected: str) -> bool:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the emulator answered. Secrets are never recorded (no password,
-    client secret, token, form value other than the grant type, or header other
-    than `x-api-version`); the user name is masked.
-
-    The request log ([requests][semansys_auth.testing.SemansysEmulator.requests])
-    keeps the `"token"` and `"api"` ones; the
-    [on_request][semansys_auth.testing.SemansysEmulator.on_request] hook gets
-    every one.
-    """
-
-    kind: Literal["token", "api", "other"]
-    """`"token"`: a POST to the token endpoint; `"api"`: a request to the echo API
-    (`/api` and below); `"other"`: any other path, or another method on the token
-    endpoint (answered 404 or 405, and not kept in the request log)."""
-    method: str
-    """The HTTP method, e.g. `"POST"`."""
-    path: str
-    """The path, without the query string (which may carry anything)."""
-    status: int
-    """The HTTP status of the answer."""
-    grant_type: str | None = None
-    """The `grant_type` form field of a token request, as sent (None if absent)."""
-    client_id: str | None = None
-    """The client id of a token request (from the form or HTTP Basic), if any."""
-    username: str | None = None
-    """The user name of a password grant, masked: `j***@example.com`."""
-    api_version: str | None = None
-    """The `x-api-version` header of an API request, if any."""
-    at: float = field(default_factory=time.time)
-    """When the answer was sent (epoch seconds)."""
-    received_at: float | None = None
-    """When the request arrived (epoch seconds)."""
-
-
-@dataclass
-class _Failure:
-    status: int
-    html: bool
-    error: str | None
-    retry_after: str | None
-    body: bytes | None
 
 
 @dataclass
@@ -238,7 +190,7 @@ class SemansysEmulator:
         self._lock = threading.Lock()
         self._access: dict[str, _Issued] = {}
         self._refresh: dict[str, _Issued] = {}
-        self._failures: deque[_Failure] = deque()
+        self._failures: deque[Failure] = deque()
         self._log: list[RecordedRequest] = []
         self._open = threading.Event()
         self._open.set()
@@ -383,7 +335,7 @@ class SemansysEmulator:
         The body is an HTML error page when ``html``, ``body`` when given, RFC 6749
         JSON ``{"error": error}`` when ``error`` is given, else empty JSON ``{}``.
         """
-        failure = _Failure(
+        failure = Failure(
             status, html, error, None if retry_after is None else str(retry_after), body
         )
         with self._lock:
@@ -482,18 +434,7 @@ class SemansysEmulator:
         with self._lock:
             failure = self._failures.popleft() if self._failures else None
         if failure is not None:
-            headers = {}
-            if failure.retry_after is not None:
-                headers["Retry-After"] = failure.retry_after
-            if failure.body is not None:
-                headers["Content-Type"] = "application/octet-stream"
-                return failure.status, headers, failure.body, grant
-            if failure.html:
-                headers["Content-Type"] = "text/html; charset=utf-8"
-                page = _HTML_PAGE.format(status=failure.status, reason=_reason(failure.status))
-                return failure.status, headers, page.encode(), grant
-            payload = {"error": failure.error} if failure.error else {}
-            return failure.status, {**headers, **json_headers}, json.dumps(payload).encode(), grant
+            return (*failure.answer(), grant)
 
         def error(status: int, code: str | None, description: str | None = None) -> _Answer:
             body: dict[str, str] = {}
@@ -555,12 +496,3 @@ class SemansysEmulator:
         hook = self.on_request
         if hook is not None:
             hook(entry)
-
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"

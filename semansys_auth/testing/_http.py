@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
-from ._emulator import RecordedRequest
+from ._records import RecordedRequest
 
 if TYPE_CHECKING:
     from ._emulator import SemansysEmulator
