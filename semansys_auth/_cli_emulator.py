@@ -90,15 +90,17 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             "SEMANSYS_TOKEN_CACHE": os.path.join(cache, "tokens"),
             "API": emulator.api_url,
         }
-        write(
-            f"Semansys emulator on {emulator.base_url} (Ctrl-C to stop)\n"
-            f"  token endpoint: {emulator.token_url}\n"
-            f"  echo API:       {emulator.api_url}/...\n"
-            "Point semansys-auth at it (demo credentials, not secrets; a token cache of its "
-            "own, removed when it stops):\n"
-            + "".join(f"export {name}={shlex.quote(value)}\n" for name, value in exports.items())
-        )
+        # A stop that comes as soon as the exports are out (a script that read
+        # them) is a stop like any other, not an interrupted command.
         try:
+            write(
+                f"Semansys emulator on {emulator.base_url} (Ctrl-C to stop)\n"
+                f"  token endpoint: {emulator.token_url}\n"
+                f"  echo API:       {emulator.api_url}/...\n"
+                "Point semansys-auth at it (demo credentials, not secrets; a token cache of "
+                "its own, removed when it stops):\n"
+                + "".join(f"export {n}={shlex.quote(v)}\n" for n, v in exports.items())
+            )
             threading.Event().wait()
         except KeyboardInterrupt:
             write("stopped\n")

@@ -200,6 +200,20 @@ def test_without_verbose_the_emulator_logs_nothing(
     assert err == ""
 
 
+@pytest.mark.timeout(90)
+def test_a_stop_right_after_the_exports_is_a_clean_stop(
+    processes: list[subprocess.Popen[str]],
+) -> None:
+    """A script that reads the exports and stops the emulator at once: the
+    signal may come before the command waits; it still stops cleanly (exit 0,
+    "stopped"), never as an interrupted command (130)."""
+    for _ in range(8):
+        process, _ = start("emulator")
+        processes.append(process)
+        out, err = stop(process)
+        assert out.endswith("stopped\n") and err == ""
+
+
 def test_the_help_names_the_verbose_option() -> None:
     result = subprocess.run(
         [*COMMAND, "emulator", "--help"], capture_output=True, text=True, timeout=60
