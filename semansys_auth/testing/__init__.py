@@ -8,6 +8,7 @@ With pytest, the ``semansys_emulator`` fixture (registered automatically when
 semansys-auth is installed) yields a running emulator.
 """
 
-from ._emulator import Dialect, RecordedRequest, SemansysEmulator
+from ._emulator import Dialect, SemansysEmulator
+from ._records import RecordedRequest
 
 __all__ = ["Dialect", "RecordedRequest", "SemansysEmulator"]

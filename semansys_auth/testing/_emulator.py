@@ -5,9 +5,10 @@ that code under test talks to it exactly as it would to Semansys: through its
 own HTTP client, its own connection pool and real sockets.
 
 This module holds the identity rules (accounts, grants, token issuing,
-refresh-token rotation, the dialects of rejections, injected failures) and the
-request log; the HTTP side (request parsing, the echo API, sockets, the server
-thread) is in ``_http``.
+refresh-token rotation, the dialects of rejections) and the request log; the
+HTTP side (request parsing, the echo API, sockets, the server thread) is in
+``_http``, the records of requests in ``_records`` and the failures a test asks
+for in ``_failures``.
 """
 
 from __future__ import annotations
@@ -20,25 +21,25 @@ import secrets
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._failures import Failure
+from ._records import RecordedRequest
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .. import SemansysAuth
 
 __all__ = ["Dialect", "RecordedRequest", "SemansysEmulator"]
 
 Dialect = Literal["semansys", "identityserver", "openiddict"]
+"""How the emulator's rejections look: see `dialect` of
+[SemansysEmulator][semansys_auth.testing.SemansysEmulator]."""
 _DIALECTS = ("semansys", "identityserver", "openiddict")
 _Answer = tuple[int, dict[str, str], bytes, "str | None"]
-
-_HTML_PAGE = (
-    "<!DOCTYPE html><html><head><title>{status} {reason}</title>"
-    "<style>body{{font-family:sans-serif}}</style></head>"
-    "<body><h1>{status} {reason}</h1><p>The upstream server did not answer in time.</p>"
-    "<hr><address>emulated proxy</address></body></html>"
-)
 
 
 def _same(given: str, expected: str) -> bool:
@@ -53,33 +54,6 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the emulator saw. Secrets are never recorded; the user is masked."""
-
-    kind: Literal["token", "api"]
-    method: str
-    path: str
-    status: int
-    grant_type: str | None = None
-    client_id: str | None = None
-    username: str | None = None
-    api_version: str | None = None
-    at: float = field(default_factory=time.time)
-    """When the answer was sent (epoch seconds)."""
-    received_at: float | None = None
-    """When the request arrived (epoch seconds)."""
-
-
-@dataclass
-class _Failure:
-    status: int
-    html: bool
-    error: str | None
-    retry_after: str | None
-    body: bytes | None
-
-
 @dataclass
 class _Issued:
     username: str
@@ -91,7 +65,9 @@ class _Issued:
 class SemansysEmulator:
     """A Semansys-style identity server and protected API on loopback, for tests.
 
-    Use it as a context manager (or call :meth:`start` and :meth:`stop`). Its
+    Use it as a context manager (or call
+    [start][semansys_auth.testing.SemansysEmulator.start] and
+    [stop][semansys_auth.testing.SemansysEmulator.stop]). Its
     endpoints: ``POST /connect/token`` (password and refresh_token grants, client
     credentials in the form or in HTTP Basic), and ``/api/<anything>``: any
     method, answered 200 with a JSON echo of the request when it carries a valid
@@ -119,15 +95,23 @@ class SemansysEmulator:
         username: the user name it accepts.
         password: the password it accepts.
         require_api_version: whether API requests need ``x-api-version``.
+        on_request: called with a
+            [RecordedRequest][semansys_auth.testing.RecordedRequest] for each
+            request answered (see
+            [on_request][semansys_auth.testing.SemansysEmulator.on_request]).
 
     Raises:
         ValueError: a setting is out of range.
     """
 
     CLIENT_ID = "demo-client"
+    """The client id accepted by default (a demo value, not a secret)."""
     CLIENT_SECRET = "demo-client-secret"
+    """The client secret accepted by default (a demo value, not a secret)."""
     USERNAME = "demo@example.com"
+    """The user name accepted by default."""
     PASSWORD = "demo-password"
+    """The password accepted by default (a demo value, not a secret)."""
 
     def __init__(
         self,
@@ -147,6 +131,7 @@ class SemansysEmulator:
         username: str = USERNAME,
         password: str = PASSWORD,
         require_api_version: bool = False,
+        on_request: Callable[[RecordedRequest], object] | None = None,
     ) -> None:
         if dialect not in _DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(_DIALECTS)}, got {dialect!r}")
@@ -159,25 +144,53 @@ class SemansysEmulator:
         if token_delay < 0:
             raise ValueError(f"token_delay must be >= 0, got {token_delay!r}")
         self.host = host
+        """The address it listens on."""
         self._requested_port = port
         self.access_token_lifetime = access_token_lifetime
+        """Seconds an access token lives (applies to tokens issued from now on)."""
         self.refresh_token_lifetime = refresh_token_lifetime
+        """Seconds a refresh token lives (applies to tokens issued from now on)."""
         self.issue_refresh_tokens = issue_refresh_tokens
+        """Whether answers carry a refresh token."""
         self.rotate_refresh_tokens = rotate_refresh_tokens
+        """Whether a refresh token is one-time (a new one with each answer)."""
         self.send_expires_in = send_expires_in
+        """Whether answers carry `expires_in` (else only the JWT's `exp`)."""
         self.dialect: Dialect = dialect
+        """How rejections look: `"semansys"`, `"identityserver"` or `"openiddict"`."""
         self.token_delay = token_delay
+        """Seconds to think before each token answer."""
         self.scope = scope
+        """The scope granted when a token request asks for none."""
         self.client_id = client_id
+        """The client id it accepts."""
         self.client_secret = client_secret
+        """The client secret it accepts."""
         self.username = username
+        """The user name it accepts."""
         self.password = password
+        """The password it accepts."""
         self.require_api_version = require_api_version
+        """Whether API requests without `x-api-version` are answered 400."""
+        self.on_request = on_request
+        """Called with a [RecordedRequest][semansys_auth.testing.RecordedRequest]
+        for each request answered, in the thread that served it, after the
+        answer was sent (also when the client hung up first); None: nobody is
+        called. It sees every request, including those the request log leaves out
+        (kind `"other"`: an unknown path, or a GET of the token endpoint).
+        `semansys-auth emulator -v` uses it to log each request. It must be
+        thread-safe; an exception it raises is printed by the server thread,
+        and the answer is not affected.
+
+        ```python
+        emulator.on_request = lambda r: print(r.method, r.path, r.grant_type, r.status)
+        ```
+        """
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._access: dict[str, _Issued] = {}
         self._refresh: dict[str, _Issued] = {}
-        self._failures: deque[_Failure] = deque()
+        self._failures: deque[Failure] = deque()
         self._log: list[RecordedRequest] = []
         self._open = threading.Event()
         self._open.set()
@@ -188,6 +201,12 @@ class SemansysEmulator:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> SemansysEmulator:
+        """Start serving, in a thread of its own; returns the emulator itself.
+
+        Raises:
+            RuntimeError: it is already running.
+            OSError: the port cannot be listened on (e.g. it is taken).
+        """
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
         from ._http import serve  # imported here: it imports this module
@@ -196,6 +215,8 @@ class SemansysEmulator:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the listening socket (nothing happens if it is
+        not running). Tokens, settings and the request log are kept."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
@@ -218,20 +239,31 @@ class SemansysEmulator:
 
     @property
     def port(self) -> int:
+        """The port it listens on (the free one it chose, if it was given 0).
+
+        Raises:
+            RuntimeError: it is not running.
+        """
         if self._server is None:
             raise RuntimeError("the emulator is not running: use it in a with block")
         return int(self._server.server_address[1])
 
     @property
     def base_url(self) -> str:
+        """`http://127.0.0.1:<port>`: the root of its endpoints, while it runs."""
         return f"http://{self.host}:{self.port}"
 
     @property
     def token_url(self) -> str:
+        """The URL of its token endpoint, `<base_url>/connect/token`: the
+        `token_url` to give [SemansysAuth][semansys_auth.SemansysAuth]."""
         return self.base_url + "/connect/token"
 
     @property
     def api_url(self) -> str:
+        """The URL of its protected echo API, `<base_url>/api`: any path below it
+        answers 200 with a JSON echo of the request when it carries a valid
+        token."""
         return self.base_url + "/api"
 
     @property
@@ -245,7 +277,8 @@ class SemansysEmulator:
         }
 
     def env(self) -> dict[str, str]:
-        """The ``SEMANSYS_*`` variables that point ``SemansysAuth.from_env()`` here."""
+        """The `SEMANSYS_*` variables that point
+        [SemansysAuth.from_env][semansys_auth.SemansysAuth.from_env] here."""
         return {
             "SEMANSYS_TOKEN_URL": self.token_url,
             "SEMANSYS_CLIENT_ID": self.client_id,
@@ -255,7 +288,12 @@ class SemansysEmulator:
         }
 
     def auth(self, **options: Any) -> SemansysAuth:
-        """A ``SemansysAuth`` bound to this emulator (options are passed through)."""
+        """A [SemansysAuth][semansys_auth.SemansysAuth] bound to this emulator.
+
+        Args:
+            **options: passed to `SemansysAuth`, over the emulator's credentials
+                and token URL (e.g. `token_cache=`, `scope=`).
+        """
         from .. import SemansysAuth
 
         kwargs: dict[str, Any] = {**self.credentials, "token_url": self.token_url}
@@ -297,22 +335,29 @@ class SemansysEmulator:
         The body is an HTML error page when ``html``, ``body`` when given, RFC 6749
         JSON ``{"error": error}`` when ``error`` is given, else empty JSON ``{}``.
         """
-        failure = _Failure(
+        failure = Failure(
             status, html, error, None if retry_after is None else str(retry_after), body
         )
         with self._lock:
             self._failures.extend([failure] * count)
 
     def pause_token_responses(self) -> None:
-        """Hold every token answer until :meth:`resume_token_responses` (at most
-        ``pause_limit`` seconds, then it answers 503). Requests still arrive:
-        :attr:`pending_token_requests` counts those waiting."""
+        """Hold every token answer until
+        [resume_token_responses][semansys_auth.testing.SemansysEmulator.resume_token_responses]
+        (at most [pause_limit][semansys_auth.testing.SemansysEmulator.pause_limit]
+        seconds, then it answers 503). Requests still arrive:
+        [pending_token_requests][semansys_auth.testing.SemansysEmulator.pending_token_requests]
+        counts those waiting."""
         self._open.clear()
 
     def resume_token_responses(self) -> None:
+        """Answer the token requests held by
+        [pause_token_responses][semansys_auth.testing.SemansysEmulator.pause_token_responses],
+        and the later ones, at once again."""
         self._open.set()
 
     pause_limit: float = 10.0
+    """Seconds a paused token answer is held at most; then it is a 503."""
 
     @property
     def pending_token_requests(self) -> int:
@@ -335,6 +380,7 @@ class SemansysEmulator:
         ]
 
     def clear_log(self) -> None:
+        """Forget the requests seen so far (tokens issued stay valid)."""
         with self._lock:
             self._log.clear()
 
@@ -388,18 +434,7 @@ class SemansysEmulator:
         with self._lock:
             failure = self._failures.popleft() if self._failures else None
         if failure is not None:
-            headers = {}
-            if failure.retry_after is not None:
-                headers["Retry-After"] = failure.retry_after
-            if failure.body is not None:
-                headers["Content-Type"] = "application/octet-stream"
-                return failure.status, headers, failure.body, grant
-            if failure.html:
-                headers["Content-Type"] = "text/html; charset=utf-8"
-                page = _HTML_PAGE.format(status=failure.status, reason=_reason(failure.status))
-                return failure.status, headers, page.encode(), grant
-            payload = {"error": failure.error} if failure.error else {}
-            return failure.status, {**headers, **json_headers}, json.dumps(payload).encode(), grant
+            return (*failure.answer(), grant)
 
         def error(status: int, code: str | None, description: str | None = None) -> _Answer:
             body: dict[str, str] = {}
@@ -456,11 +491,8 @@ class SemansysEmulator:
         with self._lock:
             self._log.append(entry)
 
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+    def _served(self, entry: RecordedRequest) -> None:
+        """The HTTP side answered ``entry``: tell the ``on_request`` hook, if any."""
+        hook = self.on_request
+        if hook is not None:
+            hook(entry)

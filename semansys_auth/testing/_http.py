@@ -1,7 +1,8 @@
 """The emulator's HTTP side: a threading ``http.server`` on loopback, request
 parsing (forms, chunked bodies, HTTP Basic client credentials), the protected
 echo API, and the thread that serves. What a token request gets is decided by
-the emulator's identity rules (:class:`~._emulator.SemansysEmulator`).
+the emulator's identity rules (``SemansysEmulator`` in ``_emulator``). Each
+request served is also handed to the emulator's ``on_request`` hook, if any.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
-from ._emulator import RecordedRequest
+from ._records import RecordedRequest
 
 if TYPE_CHECKING:
     from ._emulator import SemansysEmulator
+
+_Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
 
 
 def serve(
@@ -117,72 +120,72 @@ class _Handler(BaseHTTPRequestHandler):
         received_at = time.time()
         url = urlsplit(self.path)
         body = self._body()
-        if url.path == "/connect/token":
-            if self.command != "POST":
-                self._send(405, {"Allow": "POST"}, b"")
-                return
-            form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-            basic = _basic_credentials(self.headers.get("Authorization"))
-            if basic is not None:  # client_secret_basic (RFC 6749 section 2.3.1)
-                form["client_id"], form["client_secret"] = basic
-            status, headers, payload, grant = owner._token(form)
-            owner._record(
-                RecordedRequest(
-                    "token",
-                    self.command,
-                    url.path,
-                    status,
-                    grant_type=grant,
-                    client_id=form.get("client_id"),
-                    username=_masked(form["username"]) if "username" in form else None,
-                    received_at=received_at,
-                )
+        if url.path == "/connect/token" and self.command == "POST":
+            entry, answer = self._token(url.path, body, received_at)
+        elif url.path == "/api" or url.path.startswith("/api/"):
+            entry, answer = self._api(url.path, url.query, body, received_at)
+        else:
+            if url.path == "/connect/token":
+                answer = 405, {"Allow": "POST"}, b""
+            else:
+                answer = 404, {"Content-Type": "application/json"}, b'{"message": "not found"}'
+            entry = RecordedRequest(
+                "other", self.command, url.path, answer[0], received_at=received_at
             )
-            self._send(status, headers, payload)
-            return
-        if url.path == "/api" or url.path.startswith("/api/"):
-            self._api(url.path, url.query, body, received_at)
-            return
-        self._send(404, {"Content-Type": "application/json"}, b'{"message": "not found"}')
+        if entry.kind != "other":  # the log keeps what was served
+            owner._record(entry)
+        try:
+            self._send(*answer)
+        finally:
+            owner._served(entry)
 
-    def _api(self, path: str, query: str, body: bytes, received_at: float) -> None:
+    def _token(self, path: str, body: bytes, received_at: float) -> tuple[RecordedRequest, _Reply]:
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        basic = _basic_credentials(self.headers.get("Authorization"))
+        if basic is not None:  # client_secret_basic (RFC 6749 section 2.3.1)
+            form["client_id"], form["client_secret"] = basic
+        status, headers, payload, grant = self.owner._token(form)
+        entry = RecordedRequest(
+            "token",
+            self.command,
+            path,
+            status,
+            grant_type=grant,
+            client_id=form.get("client_id"),
+            username=_masked(form["username"]) if "username" in form else None,
+            received_at=received_at,
+        )
+        return entry, (status, headers, payload)
+
+    def _api(
+        self, path: str, query: str, body: bytes, received_at: float
+    ) -> tuple[RecordedRequest, _Reply]:
         owner = self.owner
-
-        def record(status: int, api_version: str | None = None) -> None:
-            owner._record(
-                RecordedRequest(
-                    "api",
-                    self.command,
-                    path,
-                    status,
-                    api_version=api_version,
-                    received_at=received_at,
-                )
-            )
-
         api_version = self.headers.get("x-api-version")
+
+        def answer(
+            status: int, headers: dict[str, str], payload: bytes, version: bool = True
+        ) -> tuple[RecordedRequest, _Reply]:
+            entry = RecordedRequest(
+                "api",
+                self.command,
+                path,
+                status,
+                api_version=api_version if version else None,
+                received_at=received_at,
+            )
+            return entry, (status, headers, payload)
+
+        json_type = {"Content-Type": "application/json"}
         if path == "/api/redirect":
             target = parse_qs(query).get("to", [""])[0]
-            record(302, api_version)
-            self._send(302, {"Location": target}, b"")
-            return
+            return answer(302, {"Location": target}, b"")
         issued = owner._check_bearer(self.headers.get("Authorization"))
         if issued is None:
-            record(401, api_version)
-            self._send(
-                401,
-                {
-                    "WWW-Authenticate": 'Bearer error="invalid_token"',
-                    "Content-Type": "application/json",
-                },
-                b'{"message": "invalid or expired token"}',
-            )
-            return
+            challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"', **json_type}
+            return answer(401, challenge, b'{"message": "invalid or expired token"}')
         if owner.require_api_version and not api_version:
-            record(400)
-            message = b'{"message": "x-api-version required"}'
-            self._send(400, {"Content-Type": "application/json"}, message)
-            return
+            return answer(400, json_type, b'{"message": "x-api-version required"}', False)
         echo = {
             "method": self.command,
             "path": path,
@@ -194,7 +197,6 @@ class _Handler(BaseHTTPRequestHandler):
             "body_length": len(body),
             "body_sha256": hashlib.sha256(body).hexdigest(),
         }
-        record(200, api_version)
-        self._send(200, {"Content-Type": "application/json"}, json.dumps(echo).encode())
+        return answer(200, json_type, json.dumps(echo).encode())
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle

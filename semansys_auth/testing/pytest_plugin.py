@@ -11,11 +11,11 @@ from ._emulator import SemansysEmulator
 
 @pytest.fixture
 def semansys_emulator() -> Iterator[SemansysEmulator]:
-    """A running :class:`~semansys_auth.testing.SemansysEmulator` on 127.0.0.1.
+    """A running [SemansysEmulator][semansys_auth.testing.SemansysEmulator] on 127.0.0.1.
 
     Fresh for each test: its tokens, failures and request log start empty.
-    ``semansys_emulator.auth()`` gives a ``SemansysAuth`` bound to it and
-    ``semansys_emulator.env()`` the ``SEMANSYS_*`` variables.
+    `semansys_emulator.auth()` gives a [SemansysAuth][semansys_auth.SemansysAuth]
+    bound to it and `semansys_emulator.env()` the `SEMANSYS_*` variables.
     """
     with SemansysEmulator() as emulator:
         yield emulator

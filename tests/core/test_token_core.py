@@ -26,9 +26,9 @@ from semansys_auth._effects import (
     Sleep,
     TakeLock,
 )
-from semansys_auth._policy import Due, Policy
 from semansys_auth._endpoint import TokenEndpoint
 from semansys_auth._entry import seal, unseal
+from semansys_auth._policy import Due, Policy
 from semansys_auth._token import Token, jwt_claims
 from semansys_auth._wire import EndpointRequest, EndpointResponse
 
@@ -921,7 +921,7 @@ def test_a_busy_cache_lock_ends_an_advisory_renewal_for_a_moment() -> None:
     first, _ = run(core.renew(), [ok()])
     free[0] = False
     clock.now += 3550
-    kept, steps = run(core.renew(advisory=True), [])
+    kept, _ = run(core.renew(advisory=True), [])
     assert kept is first and log == ["acquire(0)", "release", "acquire(0)"]
     assert core.due() == (Due.NOT_DUE, first), "another process renews: not tried again at once"
     clock.now += 0.05
@@ -960,7 +960,8 @@ def test_which_401_calls_for_a_resend() -> None:
     assert core.refused(401, None, True, lambda: what) is None
     assert core.refused(401, "Bearer at-1", False, lambda: what) is None
     run(core.renew("Bearer at-1"), [ok("at-2")])
-    assert core.refused(401, "Bearer at-1", True, lambda: what) == "Bearer at-1", "an earlier token of ours"
+    ours = core.refused(401, "Bearer at-1", True, lambda: what)
+    assert ours == "Bearer at-1", "an earlier token of ours"
 
 
 def test_only_the_last_eight_tokens_are_ours() -> None:

@@ -10,8 +10,8 @@ from test_token_core import Clock, answer, make_core, ok
 
 from semansys_auth import TokenEndpointUnavailableError, UserCredentialsError
 from semansys_auth._effects import (
-    Detach,
     DeriveKeys,
+    Detach,
     LoadCache,
     Lock,
     NotifyToken,

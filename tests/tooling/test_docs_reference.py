@@ -26,18 +26,6 @@ PACKAGE = ROOT / "semansys_auth"
 
 SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|meth|func|data|attr|exc|mod|obj|const):`")
 
-# The docstrings of semansys_auth/testing are converted on another branch (the
-# emulator's command and docs): these marks are strict, so the merge that fixes
-# them makes these tests fail until the marks are removed.
-TESTING_PENDING = pytest.mark.xfail(
-    strict=True, reason="semansys_auth/testing docstrings still use Sphinx roles"
-)
-PENDING_OBJECTS = {
-    "semansys_auth.testing.SemansysEmulator",
-    "semansys_auth.testing.pytest_plugin.semansys_emulator",
-}
-PENDING_FILES = {"testing/_emulator.py", "testing/pytest_plugin.py"}
-
 # The modules whose docstrings reach the API reference.
 PUBLIC_MODULES = [
     "__init__.py",
@@ -50,6 +38,7 @@ PUBLIC_MODULES = [
     "_redis_cache.py",
     "testing/__init__.py",
     "testing/_emulator.py",
+    "testing/_records.py",
     "testing/pytest_plugin.py",
 ]
 
@@ -60,12 +49,6 @@ def reference_objects() -> list[str]:
     names = re.findall(r"^::: (\S+)$", text, re.MULTILINE)
     assert names, "docs/reference.md renders no object"
     return names
-
-
-def pending(names: list[str], waiting: set[str]) -> list[object]:
-    return [
-        pytest.param(name, marks=TESTING_PENDING) if name in waiting else name for name in names
-    ]
 
 
 def docs_build_command() -> str:
@@ -129,7 +112,7 @@ def test_readme_docs_build_prints_nothing_to_ignore(site: tuple[Path, str]) -> N
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", pending(reference_objects(), PENDING_OBJECTS))
+@pytest.mark.parametrize("name", reference_objects())
 def test_reference_renders_no_sphinx_role(reference: str, name: str) -> None:
     rendered = text_of(section(reference, name))
     found = SPHINX_ROLE.findall(rendered) + re.findall(
@@ -214,10 +197,7 @@ def is_class_name(name: str) -> bool:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "name",
-    pending(
-        [name for name in reference_objects() if is_class_name(name.rsplit(".", 1)[-1])],
-        {"semansys_auth.testing.SemansysEmulator", "semansys_auth.testing.RecordedRequest"},
-    ),
+    [name for name in reference_objects() if is_class_name(name.rsplit(".", 1)[-1])],
 )
 def test_reference_documents_every_public_attribute(reference: str, name: str) -> None:
     model = package_model()
@@ -255,7 +235,7 @@ def docstrings(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-@pytest.mark.parametrize("module", pending(PUBLIC_MODULES, PENDING_FILES))
+@pytest.mark.parametrize("module", PUBLIC_MODULES)
 def test_public_docstrings_use_no_sphinx_role(module: str) -> None:
     path = PACKAGE / module
     strings = docstrings(path)
