@@ -49,6 +49,9 @@ BUSY_PAUSE = 0.05
 """After finding an advisory renewal under way elsewhere (another caller, or
 another process holding the cache's lock), no caller tries one for this long."""
 
+_TRY_LOCK = TakeLock(0.0)
+_RELEASE_LOCK = ReleaseLock()
+
 # typing is not imported at run time: it costs 7 ms of the command's start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,6 +87,7 @@ class TokenCore:
         # How long a caller waits for another caller's renewal, and for another
         # process's cache lock; then it gives up, or renews without that lock.
         self.lock_wait = policy.fetch_budget(endpoint.timeout) * 2
+        self._take_lock = TakeLock(self.lock_wait)  # effects are immutable: made once
         self.cache_use = CacheUse(
             endpoint,
             cache,
@@ -162,12 +166,12 @@ class TokenCore:
             if due is Due.ADVISORY:
                 assert current is not None
                 yield Detach(current)
-                if (yield TakeLock(0.0)) is not Lock.TAKEN:
+                if (yield _TRY_LOCK) is not Lock.TAKEN:
                     self._renew_again_at = self.monotonic() + BUSY_PAUSE
                     return current
                 return (yield from self._holding_lock(refused, advisory=True))
             failure = self._failure
-            taken = yield TakeLock(self.lock_wait)
+            taken = yield self._take_lock
             if taken is Lock.TAKEN:
                 return (yield from self._holding_lock(refused, advisory=False))
             if taken is Lock.BUSY:
@@ -185,9 +189,9 @@ class TokenCore:
         except Exception as exc:
             if isinstance(exc, SemansysAuthError):
                 self._failure = exc  # for the callers that waited for this renewal
-            yield ReleaseLock()
+            yield _RELEASE_LOCK
             raise
-        yield ReleaseLock()
+        yield _RELEASE_LOCK
         return token
 
     def renew(self, refused: str | None = None, *, advisory: bool = False) -> Flow:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from contextlib import aclosing
 
 from ._effects import Blocking, Detach, ReleaseLock, Sleep, TakeLock
 from ._fork import IMPORTING, preload_for_renewal, reset_after_fork
@@ -208,8 +207,8 @@ async def carry_out_async(flow: Flow, shell: Shell) -> AsyncGenerator[Any, Endpo
                     steps.reply((yield effect))
                 elif isinstance(effect, TakeLock):
                     preload_for_renewal()
-                    holder = holder or Holder.current_task()
-                    steps.reply(await shell.lock.take_async(holder, effect.wait))
+                    taken, holder = await shell.lock.take_async(effect.wait)
+                    steps.reply(taken)
                 elif isinstance(effect, ReleaseLock):
                     assert holder is not None
                     shell.lock.release(holder)
@@ -226,7 +225,8 @@ async def carry_out_async(flow: Flow, shell: Shell) -> AsyncGenerator[Any, Endpo
 
 async def run_async(flow: Flow, shell: Shell, send: SendAsync) -> Token:
     """Carry out ``flow`` on an event loop, sending its token requests with ``send``."""
-    async with aclosing(carry_out_async(flow, shell)) as steps:
+    steps = carry_out_async(flow, shell)
+    try:
         item = await anext(steps)
         while isinstance(item, EndpointRequest):
             try:
@@ -235,6 +235,8 @@ async def run_async(flow: Flow, shell: Shell, send: SendAsync) -> Token:
                 item = await steps.athrow(exc)
                 continue
             item = await steps.asend(answer)
+    finally:
+        await steps.aclose()
     token: Token = item
     return token
 

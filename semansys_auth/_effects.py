@@ -68,10 +68,6 @@ class Effect:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
-    def _set(self, **fields: object) -> None:
-        for name, value in fields.items():
-            object.__setattr__(self, name, value)
-
 
 class Sleep(Effect):
     """Wait ``seconds`` (``time.sleep`` or ``anyio.sleep``)."""
@@ -80,7 +76,7 @@ class Sleep(Effect):
     seconds: float
 
     def __init__(self, seconds: float) -> None:
-        self._set(seconds=seconds)
+        object.__setattr__(self, "seconds", seconds)
 
 
 class Detach(Effect):
@@ -92,7 +88,7 @@ class Detach(Effect):
     token: Any
 
     def __init__(self, token: Any) -> None:
-        self._set(token=token)
+        object.__setattr__(self, "token", token)
 
 
 class TakeLock(Effect):
@@ -103,7 +99,7 @@ class TakeLock(Effect):
     wait: float
 
     def __init__(self, wait: float) -> None:
-        self._set(wait=wait)
+        object.__setattr__(self, "wait", wait)
 
 
 class ReleaseLock(Effect):
@@ -139,7 +135,7 @@ class LoadCache(Blocking):
     key: str
 
     def __init__(self, key: str) -> None:
-        self._set(key=key)
+        object.__setattr__(self, "key", key)
 
     def run(self, shell: Any, holder: Any) -> Any:
         return shell.cache.load(self.key)
@@ -153,7 +149,8 @@ class SaveCache(Blocking):
     entry: str
 
     def __init__(self, key: str, entry: str) -> None:
-        self._set(key=key, entry=entry)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "entry", entry)
 
     def run(self, shell: Any, holder: Any) -> None:
         shell.cache.save(self.key, self.entry)
@@ -166,7 +163,7 @@ class LockCache(Blocking):
     key: str
 
     def __init__(self, key: str) -> None:
-        self._set(key=key)
+        object.__setattr__(self, "key", key)
 
     def run(self, shell: Any, holder: Any) -> bool:
         return bool(shell.lock.try_cache(holder, shell.cache, self.key))
@@ -188,7 +185,7 @@ class NotifyToken(Blocking):
     info: TokenInfo
 
     def __init__(self, info: TokenInfo) -> None:
-        self._set(info=info)
+        object.__setattr__(self, "info", info)
 
     def run(self, shell: Any, holder: Any) -> None:
         shell.on_token(self.info)

@@ -11,11 +11,12 @@ then looks at the token again (the core decides); nobody takes the lock in turn
 just to find the token there:
 
 * threads wait on the condition;
-* async tasks wait on one ``anyio.Event`` per event loop and renewal: the
-  renewer sets it when it ends on the same loop; for a renewer elsewhere (another
-  thread or loop), the first task that waits on a loop watches for the end, with
-  short sleeps (1 ms up to 20 ms), and sets the event for the others. The loop
-  keeps running.
+* async tasks wait on one ``anyio.Event`` per event loop and renewal, with no
+  timer each: the renewer sets it when it ends on the same loop; the first task
+  that waits on a loop also watches for the end (of a renewer elsewhere: another
+  thread or loop), a holder that has gone and its own deadline, with short
+  sleeps (1 ms up to 20 ms), and sets the event for the others. The loop keeps
+  running.
 
 The cache's own lock (a file lock, a Redis lock) makes processes take turns; it
 is tried once per ``LockCache`` effect (the core sleeps between tries) and
@@ -38,6 +39,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 from ._effects import Lock
 from ._fork import reset_after_fork
@@ -56,10 +58,6 @@ _POLL_MAX = 0.02
 _STALE_CHECK = 0.05
 """How often a waiting thread looks whether the holder has gone (a closed event
 loop wakes nobody)."""
-
-_FOLLOWER_CHECK = 1.0
-"""How often async tasks that wait behind a watcher of their loop look for
-themselves (the watcher may have been cancelled)."""
 
 _DEADLOCK = (
     "a blocking client (requests, httpx.Client) used SemansysAuth inside a running "
@@ -184,10 +182,13 @@ class RenewalLock:
 
     # -- the renewal lock -------------------------------------------------------------
 
-    def _try_take(self, holder: Holder, waited_for: Holder | None) -> Lock | None:
+    def _try_take(
+        self, holder: Holder | Callable[[], Holder], waited_for: Holder | None
+    ) -> Lock | None:
         """Under ``_state``: TAKEN (free, or its holder has gone: taken over with
         the cache lock it held), ENDED (the renewal ``waited_for`` is over), or
-        None (busy)."""
+        None (busy). ``holder`` may be a function that makes it: called only
+        when the lock is taken (a task that only waits needs no record)."""
         current = self._holder
         if waited_for is not None and current is not waited_for:
             return Lock.ENDED
@@ -199,9 +200,12 @@ class RenewalLock:
                 "ended, or its event loop closed or stopped) and left the renewal "
                 "unfinished: renewing here instead"
             )
-            holder.cache_lock, current.cache_lock = current.cache_lock, None
+            taker = holder if isinstance(holder, Holder) else holder()
+            taker.cache_lock, current.cache_lock = current.cache_lock, None
             current.ended = True
-        self._holder = holder
+            self._holder = taker
+            return Lock.TAKEN
+        self._holder = holder if isinstance(holder, Holder) else holder()
         return Lock.TAKEN
 
     def take(self, holder: Holder, wait: float) -> Lock:
@@ -226,48 +230,65 @@ class RenewalLock:
                     return Lock.BUSY
                 self._state.wait(min(left, _STALE_CHECK))
 
-    async def take_async(self, holder: Holder, wait: float) -> Lock:
+    async def take_async(self, wait: float) -> tuple[Lock, Holder | None]:
         """For async tasks: take the lock, or wait at most ``wait`` seconds for
-        the renewal under way to end, without blocking the event loop."""
-        with self._state:  # held by anyone for microseconds only
-            taken = self._try_take(holder, None)
-            current = self._holder
-            if taken is not None or wait <= 0:
-                return taken or Lock.BUSY
-            assert current is not None
-            wakeup = current.wakeups.get(_loop_key())
-            if wakeup is None:
-                import anyio
+        the renewal under way to end, without blocking the event loop. Returns
+        the outcome, and the holder record of this task if it took the lock.
 
-                wakeup = current.wakeups[_loop_key()] = [anyio.Event(), False]
-        return await self._wait_async(holder, current, wakeup, time.monotonic() + wait)
-
-    async def _wait_async(
-        self, holder: Holder, current: Holder, wakeup: list[Any], deadline: float
-    ) -> Lock:
-        import anyio
-
-        event = wakeup[0]
-        delay = _POLL_FIRST
+        The first task of a loop to wait watches the renewal (short sleeps, or
+        the loop's event when the renewer runs on this loop); the others sleep
+        on the event, with no timer each, and are woken once, by the renewer
+        or by the watcher, whatever ends the watch (the renewal's end, a
+        take-over, the watcher's deadline or cancellation)."""
+        deadline = time.monotonic() + wait
+        waited_for = None
         while True:
-            watcher = not wakeup[1]
-            wakeup[1] = True
-            try:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return Lock.BUSY
-                with anyio.move_on_after(min(left, delay if watcher else _FOLLOWER_CHECK)):
-                    await event.wait()
-            finally:
+            with self._state:  # held by anyone for microseconds only
+                taken = self._try_take(Holder.current_task, waited_for)
+                if taken is Lock.TAKEN:
+                    return taken, self._holder
+                if taken is not None or wait <= 0:
+                    return taken or Lock.BUSY, None
+                current = self._holder
+                assert current is not None
+                waited_for = current
+                key = _loop_key()
+                wakeup = current.wakeups.get(key)
+                if wakeup is None or wakeup[0].is_set():
+                    import anyio
+
+                    wakeup = current.wakeups[key] = [anyio.Event(), False]
+                watcher = not wakeup[1]
+                wakeup[1] = True
+            if time.monotonic() >= deadline:
                 if watcher:
                     wakeup[1] = False
-            with self._state:
-                taken = self._try_take(holder, current)
-            if taken is not None:
-                event.set()  # for the others of this loop: look again
-                return taken
+                return Lock.BUSY, None
             if watcher:
+                await self._watch(current, wakeup, deadline)
+            else:
+                await wakeup[0].wait()
+
+    async def _watch(self, current: Holder, wakeup: list[Any], deadline: float) -> None:
+        """Watch ``current``'s renewal until it ends, its holder has gone or
+        ``deadline`` passes; then wake the other tasks of this loop."""
+        import anyio
+
+        delay = _POLL_FIRST
+        try:
+            while not wakeup[0].is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                with anyio.move_on_after(min(left, delay)):
+                    await wakeup[0].wait()
+                with self._state:
+                    if self._holder is not current or current.gone():
+                        return
                 delay = min(delay * 2, _POLL_MAX)
+        finally:
+            wakeup[1] = False
+            wakeup[0].set()
 
     def release(self, holder: Holder) -> None:
         """Release the renewal lock (not the cache lock) if ``holder`` has it;
