@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from ._aiohttp import AiohttpAdapter
     from ._cache import TokenCache
+    from ._niquests import NiquestsAdapter
     from ._requests import RequestsAdapter
 
 __all__ = ["PRE_PRODUCTION_TOKEN_URL", "SemansysAuth"]
@@ -137,6 +138,7 @@ class SemansysAuth(HttpxAuth):
         self._httpx = HttpxAdapter(self._shell, self._settings)
         self._requests: RequestsAdapter | None = None
         self._aiohttp: AiohttpAdapter | None = None
+        self._niquests: NiquestsAdapter | None = None
         self._adapters_guard = threading.Lock()
         reset_after_fork(self)
 
@@ -235,8 +237,11 @@ class SemansysAuth(HttpxAuth):
 
     def __call__(self, r: Any, handler: Any = None) -> Any:
         """requests calls ``auth(prepared_request)``; aiohttp calls a middleware
-        with ``(request, handler)``."""
+        with ``(request, handler)``; niquests (sync and async) calls
+        ``auth(prepared_request)`` with its own request class."""
         if handler is None:
+            if type(r).__module__.startswith("niquests"):
+                return (self._niquests or self._niquests_adapter()).authorize(r)
             return (self._requests or self._requests_adapter()).authorize(r)
         return (self._aiohttp or self._aiohttp_adapter()).middleware(r, handler)
 
@@ -257,3 +262,12 @@ class SemansysAuth(HttpxAuth):
 
                 self._aiohttp = AiohttpAdapter(self._shell, self._settings)
             return self._aiohttp
+
+    def _niquests_adapter(self) -> NiquestsAdapter:
+        with self._adapters_guard:
+            if self._niquests is None:
+                with IMPORTING:
+                    from ._niquests import NiquestsAdapter
+
+                self._niquests = NiquestsAdapter(self._shell, self._settings)
+            return self._niquests
