@@ -80,15 +80,23 @@ def _timed_out(request: EndpointRequest) -> niquests.ReadTimeout:
     )
 
 
-def _transport_error(exc: Exception, request: EndpointRequest) -> Exception:
-    """What escaped niquests' own mapping while a body was read, as niquests'
-    own exception (a bug of ours, anything else, is left as it is)."""
+def _transport_error(exc: Exception, request: EndpointRequest, deadline: float) -> Exception:
+    """What a failure while a body was read becomes: niquests' own exception,
+    and a timeout once the time is up (niquests maps a read timeout in a body
+    to ``ConnectionError``). urllib3(-future)'s errors that niquests lets
+    through (an illegal chunk header) are mapped too; anything else, a bug of
+    ours, is left as it is."""
+    if time.monotonic() >= deadline and isinstance(exc, (niquests.RequestException, OSError)):
+        return _timed_out(request)
     if isinstance(exc, niquests.RequestException):
         return exc
     if isinstance(exc, TimeoutError):
         return _timed_out(request)
+    message = f"token request to {request.url} failed: {exc}"
+    if type(exc).__module__.partition(".")[0] in ("urllib3", "urllib3_future"):
+        return niquests.exceptions.ChunkedEncodingError(message)
     if isinstance(exc, OSError):
-        return niquests.ConnectionError(f"token request to {request.url} failed: {exc}")
+        return niquests.ConnectionError(message)
     return exc
 
 
@@ -124,7 +132,7 @@ def post(request: EndpointRequest) -> EndpointResponse:
                 raw, how = _wire.read_bounded(_next(chunks), _wire.MAX_ANSWER_BYTES, deadline)
         except Exception as exc:
             response.close()
-            error = _transport_error(exc, request)
+            error = _transport_error(exc, request, deadline)
             if error is exc:
                 raise
             raise error from exc
@@ -161,7 +169,7 @@ async def post_async(request: EndpointRequest) -> EndpointResponse:
                 raw, how = await _wire.read_bounded_async(read, _wire.MAX_ANSWER_BYTES, deadline)
         except Exception as exc:
             await response.close()
-            error = _transport_error(exc, request)
+            error = _transport_error(exc, request, deadline)
             if error is exc:
                 raise
             raise error from exc
