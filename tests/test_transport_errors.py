@@ -15,9 +15,9 @@ from typing import Any, cast
 import aiohttp
 import httpx
 import httpx2
+import niquests
 import pytest
 import requests
-import niquests
 import urllib3
 from wire_servers import DroppingServer
 
