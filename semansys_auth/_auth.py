@@ -22,6 +22,7 @@ from ._token_url import PRE_PRODUCTION_TOKEN_URL
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
+    import niquests
     import requests
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
@@ -39,7 +40,8 @@ class SemansysAuth(HttpxAuth):
 
     Use it as requests' ``session.auth = auth``, as httpx's (and httpx2's)
     ``httpx.Client(auth=auth)`` or ``httpx.AsyncClient(auth=auth)``, and as an
-    aiohttp client middleware: ``aiohttp.ClientSession(middlewares=(auth,))``.
+    aiohttp client middleware: ``aiohttp.ClientSession(middlewares=(auth,))``,
+    and as niquests' ``session.auth = auth`` (``Session`` and ``AsyncSession``).
     It is an ``httpx.Auth`` (and an ``httpx2.Auth`` when httpx2 is installed).
 
     Nothing is fetched at construction. The first request fetches a token; later
@@ -229,6 +231,9 @@ class SemansysAuth(HttpxAuth):
 
     @overload
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest: ...
+
+    @overload
+    def __call__(self, r: niquests.PreparedRequest) -> niquests.PreparedRequest: ...
 
     @overload
     def __call__(

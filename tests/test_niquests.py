@@ -412,3 +412,23 @@ def test_requests_users_do_not_import_niquests(semansys_emulator: SemansysEmulat
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_niquests_left_requests_its_own_urllib3() -> None:
+    """The test command installs niquests with URLLIB3_NO_OVERRIDE=1 (see
+    docs/development.md): requests keeps the real urllib3 and is tested on it,
+    niquests runs on urllib3_future."""
+    import site
+
+    import urllib3
+
+    from niquests import _compat
+
+    overrides = [p for p in site.getsitepackages() if Path(p, "urllib3_future.pth").exists()]
+    assert overrides == [], (
+        "urllib3-future was installed from its wheel and copies itself over urllib3: "
+        "reinstall with the README's test command (URLLIB3_NO_OVERRIDE=1 pip install "
+        "--no-binary urllib3-future 'niquests>=3.21')"
+    )
+    # niquests' own test: the urllib3 that requests imports is not its fork.
+    assert _compat.HAS_LEGACY_URLLIB3, f"urllib3 {urllib3.__version__} is urllib3-future"
