@@ -3,8 +3,9 @@
 It checks its options (``_config``), owns the core and the lock, and hands each
 HTTP library to its adapter: requests (``_requests``), httpx and httpx2
 (``_httpx``, whose ``HttpxAuth`` base makes the object an ``httpx.Auth``),
-aiohttp (``_aiohttp``). The requests and aiohttp adapters, and their libraries,
-are imported on first use.
+aiohttp (``_aiohttp``), niquests (``_niquests``, told from requests by the
+module of the request's class). The requests, aiohttp and niquests adapters,
+and their libraries, are imported on first use.
 """
 
 from __future__ import annotations

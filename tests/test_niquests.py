@@ -421,7 +421,6 @@ def test_niquests_left_requests_its_own_urllib3() -> None:
     import site
 
     import urllib3
-
     from niquests import _compat
 
     overrides = [p for p in site.getsitepackages() if Path(p, "urllib3_future.pth").exists()]
