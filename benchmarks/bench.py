@@ -8,11 +8,12 @@
 Parts:
 
 1. ``cost``: per-request cost. Each client (requests, httpx, httpx2, sync and
-   async, aiohttp) sends requests to an in-memory transport (aiohttp: a
-   loopback server, as it has none); each contender's time per request is
-   divided by the floor's, a minimal hand-written bearer auth for that client,
-   measured in the same round. A static ``Authorization`` header (set on the
-   session or client) is shown for information.
+   async, aiohttp, niquests sync and async when installed) sends requests to an
+   in-memory transport (aiohttp and niquests: a loopback server); each
+   contender's time per request is divided by the floor's, a minimal
+   hand-written bearer auth for that client, measured in the same round. A
+   static ``Authorization`` header (set on the session or client) is shown for
+   information.
 2. ``concurrency``: token requests made by 16 threads x 20 requests and by 200
    concurrent tasks against a token endpoint that takes 300 ms (the package's
    emulator), and the longest event-loop stall while a token request was
@@ -329,15 +330,17 @@ def ratios(times: dict[str, list[float]]) -> dict[str, list[float]]:
     }
 
 
-def sync_rounds(clients: dict[str, Any], rounds: int, count: int) -> dict[str, list[float]]:
+def sync_rounds(
+    clients: dict[str, Any], rounds: int, count: int, url: str = API_URL
+) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in clients}
     for client in clients.values():
-        time_calls(lambda client=client: client.get(API_URL), 100)  # warm up, fetch the token
+        time_calls(lambda client=client: client.get(url), 100)  # warm up, fetch the token
     for _ in range(rounds):
         order = list(clients.items())
         ORDER.shuffle(order)
         for name, client in order:
-            times[name].append(time_calls(lambda client=client: client.get(API_URL), count))
+            times[name].append(time_calls(lambda client=client: client.get(url), count))
     return times
 
 
@@ -347,8 +350,8 @@ async def async_rounds(
     times: dict[str, list[float]] = {name: [] for name in clients}
 
     def getter(client: Any) -> Callable[[], Any]:
-        if hasattr(client, "aclose"):  # httpx
-            return lambda: client.get(url)
+        if hasattr(client, "aclose") or type(client).__module__.startswith("niquests"):
+            return lambda: client.get(url)  # httpx, niquests
 
         async def get() -> None:  # aiohttp
             async with client.get(url) as response:
@@ -453,6 +456,46 @@ def part_cost(rounds: int, count: int) -> None:
                     await session.close()
 
         report("aiohttp", asyncio.run(run_aiohttp()))
+
+    part_cost_niquests(rounds, count, report)
+
+
+def part_cost_niquests(rounds: int, count: int, report: Callable[..., None]) -> None:
+    """niquests, sync and async, over the loopback server (the token requests of
+    its adapter go through a private session, which a mounted adapter would not serve)."""
+    try:
+        import niquests
+    except ImportError:
+        print(f"{'niquests':<13} not installed (pip install 'semansys-auth[niquests]')")
+        return
+
+    def bearer(r: Any) -> Any:
+        r.headers["Authorization"] = STATIC
+        return r
+
+    def dressed(session: Any, base: str) -> dict[str, Any]:
+        made = {FLOOR: session(), INFO: session(), "semansys-auth": session()}
+        made[FLOOR].auth = bearer
+        made[INFO].headers["Authorization"] = STATIC
+        made["semansys-auth"].auth = SemansysAuth(token_url=base + "/connect/token", **CREDENTIALS)
+        return made
+
+    with loopback_api() as base:
+        url, few = base + "/api/reports", max(count // 5, 20)
+        made = dressed(niquests.Session, base)
+        report("niquests", sync_rounds(made, rounds, few, url))
+        for session in made.values():
+            session.close()
+
+        async def run_async() -> dict[str, list[float]]:
+            made = dressed(niquests.AsyncSession, base)
+            try:
+                return await async_rounds(made, rounds, few, url)
+            finally:
+                for session in made.values():
+                    await session.close()
+
+        report("niquests async", asyncio.run(run_async()))
 
 
 # -- part 2: concurrency against a slow loopback token server -----------------------------------

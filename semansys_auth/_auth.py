@@ -3,8 +3,9 @@
 It checks its options (``_config``), owns the core and the lock, and hands each
 HTTP library to its adapter: requests (``_requests``), httpx and httpx2
 (``_httpx``, whose ``HttpxAuth`` base makes the object an ``httpx.Auth``),
-aiohttp (``_aiohttp``). The requests and aiohttp adapters, and their libraries,
-are imported on first use.
+aiohttp (``_aiohttp``), niquests (``_niquests``, told from requests by the
+module of the request's class). The requests, aiohttp and niquests adapters,
+and their libraries, are imported on first use.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from ._token_url import PRE_PRODUCTION_TOKEN_URL
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
+    import niquests
     import requests
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
     from ._aiohttp import AiohttpAdapter
     from ._cache import TokenCache
+    from ._niquests import NiquestsAdapter
     from ._requests import RequestsAdapter
 
 __all__ = ["PRE_PRODUCTION_TOKEN_URL", "SemansysAuth"]
@@ -38,7 +41,8 @@ class SemansysAuth(HttpxAuth):
 
     Use it as requests' ``session.auth = auth``, as httpx's (and httpx2's)
     ``httpx.Client(auth=auth)`` or ``httpx.AsyncClient(auth=auth)``, and as an
-    aiohttp client middleware: ``aiohttp.ClientSession(middlewares=(auth,))``.
+    aiohttp client middleware: ``aiohttp.ClientSession(middlewares=(auth,))``,
+    and as niquests' ``session.auth = auth`` (``Session`` and ``AsyncSession``).
     It is an ``httpx.Auth`` (and an ``httpx2.Auth`` when httpx2 is installed).
 
     Nothing is fetched at construction. The first request fetches a token; later
@@ -137,6 +141,7 @@ class SemansysAuth(HttpxAuth):
         self._httpx = HttpxAdapter(self._shell, self._settings)
         self._requests: RequestsAdapter | None = None
         self._aiohttp: AiohttpAdapter | None = None
+        self._niquests: NiquestsAdapter | None = None
         self._adapters_guard = threading.Lock()
         reset_after_fork(self)
 
@@ -229,14 +234,20 @@ class SemansysAuth(HttpxAuth):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest: ...
 
     @overload
+    def __call__(self, r: niquests.PreparedRequest) -> niquests.PreparedRequest: ...
+
+    @overload
     def __call__(
         self, r: ClientRequest, handler: ClientHandlerType
     ) -> Coroutine[Any, Any, ClientResponse]: ...
 
     def __call__(self, r: Any, handler: Any = None) -> Any:
         """requests calls ``auth(prepared_request)``; aiohttp calls a middleware
-        with ``(request, handler)``."""
+        with ``(request, handler)``; niquests (sync and async) calls
+        ``auth(prepared_request)`` with its own request class."""
         if handler is None:
+            if type(r).__module__.startswith("niquests"):
+                return (self._niquests or self._niquests_adapter()).authorize(r)
             return (self._requests or self._requests_adapter()).authorize(r)
         return (self._aiohttp or self._aiohttp_adapter()).middleware(r, handler)
 
@@ -257,3 +268,12 @@ class SemansysAuth(HttpxAuth):
 
                 self._aiohttp = AiohttpAdapter(self._shell, self._settings)
             return self._aiohttp
+
+    def _niquests_adapter(self) -> NiquestsAdapter:
+        with self._adapters_guard:
+            if self._niquests is None:
+                with IMPORTING:
+                    from ._niquests import NiquestsAdapter
+
+                self._niquests = NiquestsAdapter(self._shell, self._settings)
+            return self._niquests

@@ -63,6 +63,29 @@ def _walk(
     )
 
 
+def _niquests(checker: _Checker, new_auth: Callable[[], SemansysAuth]) -> None:
+    try:
+        import niquests
+    except ImportError:
+        print("\n== niquests: not installed (pip install 'semansys-auth[niquests]') ==")
+        return
+    with niquests.Session() as session:
+        session.auth = new_auth()
+        _walk("niquests", checker, lambda url: int(session.get(url, timeout=10).status_code or 0))
+
+    async_auth = new_auth()
+
+    def async_get(url: str) -> int:
+        async def go() -> int:
+            async with niquests.AsyncSession(timeout=10) as session:
+                session.auth = async_auth
+                return int((await session.get(url)).status_code or 0)
+
+        return asyncio.run(go())
+
+    _walk("niquests async", checker, async_get)
+
+
 def run_demo() -> int:
     with SemansysEmulator() as emulator:
         print(f"Semansys emulator on {emulator.base_url} (demo credentials, offline)")
@@ -110,6 +133,8 @@ def run_demo() -> int:
                 return asyncio.run(go())
 
             _walk("aiohttp", checker, aiohttp_get)
+
+        _niquests(checker, new_auth)
 
     if checker.failures:
         print(f"\n{checker.failures} step(s) did not behave as expected.")

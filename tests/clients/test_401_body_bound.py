@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 from typing import Any
 
 import aiohttp
@@ -46,6 +47,8 @@ def fetch(kind: str, auth: Any, url: str, stream: bool) -> tuple[int, Any, int]:
             return r.status_code, r.json(), _kept(r)
     if kind == "aiohttp":
         return asyncio.run(_aiohttp(auth, url))
+    if kind.startswith("niquests"):
+        return _niquests(kind, auth, url, stream)
     module: Any = httpx2 if kind.startswith("httpx2") else httpx
     if is_async(kind):
         return asyncio.run(_httpx_async(module, auth, url, stream))
@@ -63,6 +66,46 @@ def _kept(r: Any) -> int:
     the token endpoint's answers)."""
     (refused,) = [h for h in r.history if h.status_code == 401]
     return len(refused.content)
+
+
+def _niquests(kind: str, auth: Any, url: str, stream: bool) -> tuple[int, Any, int]:
+    import niquests
+
+    if kind == "niquests":
+        with niquests.Session() as session, session.get(url, auth=auth, stream=stream) as r:
+            return int(r.status_code or 0), r.json(), _kept(r)
+
+    async def go() -> tuple[int, Any, int]:
+        async with niquests.AsyncSession() as session:
+            r = await session.get(url, auth=auth, stream=stream, timeout=TIMEOUT)
+            body = (await r.json()) if stream else r.json()
+            # The 401 in the history stays an AsyncResponse: its content is awaited.
+            (refused,) = [h for h in r.history if h.status_code == 401]
+            return int(r.status_code or 0), body, len(await refused.content)
+
+    return asyncio.run(go())
+
+
+def _niquests_history(kind: str, auth: Any, url: str) -> list[Any]:
+    import niquests
+
+    if kind == "niquests":
+        with niquests.Session() as session:
+            r = session.get(url, auth=auth, timeout=TIMEOUT)
+            assert r.status_code == 200
+            return list(r.history)
+
+    async def go() -> list[Any]:
+        async with niquests.AsyncSession() as session:
+            r = await session.get(url, auth=auth, timeout=TIMEOUT)
+            assert r.status_code == 200
+            # The 401 stays an AsyncResponse: its content is awaited.
+            return [
+                types.SimpleNamespace(status_code=h.status_code, content=await h.content)
+                for h in r.history
+            ]
+
+    return asyncio.run(go())
 
 
 async def _httpx_async(module: Any, auth: Any, url: str, stream: bool) -> tuple[int, Any, int]:
@@ -138,6 +181,8 @@ def test_a_compressed_401_is_kept_decoded(kind: str) -> None:
             with requests.get(url, auth=auth, timeout=TIMEOUT, stream=True) as r:
                 refused = r.history[0]
                 assert r.status_code == 200
+        elif kind.startswith("niquests"):
+            refused = _niquests_history(kind, auth, url)[0]
         else:
             module: Any = httpx2 if kind.startswith("httpx2") else httpx
             if is_async(kind):

@@ -423,7 +423,9 @@ class SlowCache:
         return Lock()
 
 
-ASYNC_KINDS = pytest.mark.parametrize("kind", ["httpx-async", "httpx2-async", "aiohttp"])
+ASYNC_KINDS = pytest.mark.parametrize(
+    "kind", ["httpx-async", "httpx2-async", "aiohttp", "niquests-async"]
+)
 
 
 @ASYNC_KINDS
@@ -468,6 +470,11 @@ async def async_get(kind: str, auth: Any, url: str) -> int:
     if kind == "aiohttp":
         async with aiohttp_session(auth) as session, session.get(url) as response:
             return response.status
+    if kind == "niquests-async":
+        import niquests
+
+        async with niquests.AsyncSession(timeout=30) as niquests_session:
+            return int((await niquests_session.get(url, auth=auth)).status_code or 0)
     module: Any = httpx2 if kind.startswith("httpx2") else httpx
     async with module.AsyncClient(auth=auth, timeout=30) as client:
         return int((await client.get(url)).status_code)

@@ -310,7 +310,16 @@ def answers(draw: st.DrawFn) -> Spec:
     )
 
 
-KINDS_HERE = ["requests", "httpx", "httpx-async", "httpx2", "httpx2-async", "aiohttp"]
+KINDS_HERE = [
+    "requests",
+    "httpx",
+    "httpx-async",
+    "httpx2",
+    "httpx2-async",
+    "aiohttp",
+    "niquests",
+    "niquests-async",
+]
 
 
 @pytest.mark.timeout(900)

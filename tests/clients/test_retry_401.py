@@ -66,7 +66,8 @@ def test_401_renews_and_resends_the_same_request(
     assert second.status == 200
     # The 401 is kept in the history (httpx also keeps the token exchange there;
     # an aiohttp middleware has no history to add to).
-    assert second.history == {"requests": 1, "aiohttp": 0}.get(kind, 2)
+    history = {"requests": 1, "aiohttp": 0, "niquests": 1, "niquests-async": 1}
+    assert second.history == history.get(kind, 2)
     # Same method, URL and body as the first (identical) request.
     for key in ("method", "path", "query", "body_sha256", "body_length", "content_type"):
         if key in ("body_sha256", "content_type") and shape == "multipart":

@@ -15,6 +15,7 @@ from typing import Any, cast
 import aiohttp
 import httpx
 import httpx2
+import niquests
 import pytest
 import requests
 import urllib3
@@ -35,6 +36,8 @@ BASE: dict[str, tuple[type[BaseException], ...]] = {
     "httpx2": (httpx2.HTTPError,),
     "httpx2-async": (httpx2.HTTPError,),
     "aiohttp": (aiohttp.ClientError,),
+    "niquests": (niquests.RequestException,),
+    "niquests-async": (niquests.RequestException,),
 }
 HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
@@ -69,7 +72,7 @@ def check(kind: str, error: BaseException, *, typed: bool = False) -> None:
     assert isinstance(error, allowed), f"{type(error).__module__}.{type(error).__name__}: {error}"
     foreign = (urllib3.exceptions.HTTPError,)
     assert not isinstance(error, foreign)
-    if kind == "aiohttp" or kind.startswith("httpx"):
+    if kind != "requests":
         assert not isinstance(error, requests.RequestException)
     shown = f"{error} {error!r}"
     assert SECRET not in shown
@@ -99,6 +102,8 @@ def test_a_body_that_stalls_beyond_the_timeout(kind: str) -> None:
         "httpx2": httpx2.TimeoutException,
         "httpx2-async": httpx2.TimeoutException,
         "aiohttp": aiohttp.ServerTimeoutError,
+        "niquests": niquests.Timeout,
+        "niquests-async": niquests.Timeout,
     }
     assert isinstance(error, timeouts[kind])
     if kind == "requests":  # urllib3's own error is kept as the cause

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import httpx
 import httpx2
+import niquests
 import pytest
 import requests
 
@@ -128,6 +129,8 @@ def test_connection_refused_stays_the_libraries_own_error(kind: str) -> None:
         expected = requests.ConnectionError
     elif kind == "aiohttp":
         expected = aiohttp.ClientConnectorError
+    elif kind.startswith("niquests"):
+        expected = niquests.ConnectionError
     elif kind.startswith("httpx2"):
         expected = httpx2.ConnectError
     else:
@@ -204,6 +207,8 @@ def test_the_timeout_option_bounds_token_requests_in_every_client(
     expected: tuple[type[BaseException], ...] = {
         "requests": (requests.Timeout,),
         "aiohttp": (asyncio.TimeoutError, aiohttp.ServerTimeoutError),
+        "niquests": (niquests.Timeout,),
+        "niquests-async": (niquests.Timeout,),
     }.get(kind, (httpx2.TimeoutException if kind.startswith("httpx2") else httpx.TimeoutException,))
     with pytest.raises(expected):
         send(kind, auth, "GET", semansys_emulator.api_url + "/a")

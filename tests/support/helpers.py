@@ -21,7 +21,16 @@ import requests
 
 TIMEOUT = 10.0
 
-KINDS = ["requests", "httpx", "httpx-async", "httpx2", "httpx2-async", "aiohttp"]
+KINDS = [
+    "requests",
+    "httpx",
+    "httpx-async",
+    "httpx2",
+    "httpx2-async",
+    "aiohttp",
+    "niquests",
+    "niquests-async",
+]
 
 
 def is_async(kind: str) -> bool:
@@ -60,6 +69,8 @@ def send(kind: str, auth: Any, method: str, url: str, **kwargs: Any) -> Reply:
         )
     if kind == "aiohttp":
         return asyncio.run(_send_aiohttp(auth, method, url, **kwargs))
+    if kind.startswith("niquests"):
+        return _send_niquests(kind, auth, method, url, **kwargs)
     module: Any = httpx2 if kind.startswith("httpx2") else httpx
     if kind.endswith("-async"):
 
@@ -110,6 +121,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _send_niquests(kind: str, auth: Any, method: str, url: str, **kwargs: Any) -> Reply:
+    import niquests
+
+    if "content" in kwargs:
+        kwargs["data"] = kwargs.pop("content")
+    kwargs["allow_redirects"] = kwargs.pop("follow_redirects", True)
+
+    def reply(r: Any, content: bytes | None) -> Reply:
+        headers = {k.lower(): v for k, v in r.request.headers.items()}
+        return Reply(r.status_code, _json(content or b""), len(r.history), headers)
+
+    if kind == "niquests":
+        with niquests.Session() as session:
+            r = session.request(method, url, auth=auth, timeout=TIMEOUT, **kwargs)
+            return reply(r, r.content)
+
+    async def go() -> Reply:
+        async with niquests.AsyncSession() as session:
+            r = await session.request(method, url, auth=auth, timeout=TIMEOUT, **kwargs)
+            return reply(r, r.content)  # read already (stream=False)
+
+    return asyncio.run(go())
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

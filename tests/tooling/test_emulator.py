@@ -176,6 +176,7 @@ def test_demo_command_walks_through_and_succeeds() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     sections = ("== requests ==", "== httpx ==", "== httpx async ==", "== aiohttp ==")
+    sections += ("== niquests ==", "== niquests async ==")
     for section in sections:
         assert section in result.stdout
     assert result.stdout.count("[ok]") == 3 * len(sections)
