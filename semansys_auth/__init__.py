@@ -1,5 +1,5 @@
 """semansys-auth: drop-in OAuth 2.0 auth for the Semansys API, for requests,
-httpx, httpx2 and aiohttp.
+httpx, httpx2, aiohttp and niquests.
 
 Names are imported on first use (PEP 562), so that ``import semansys_auth`` and
 the ``semansys-auth`` command load only what they need.

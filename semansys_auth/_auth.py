@@ -37,7 +37,7 @@ __all__ = ["PRE_PRODUCTION_TOKEN_URL", "SemansysAuth"]
 
 class SemansysAuth(HttpxAuth):
     """OAuth 2.0 password-grant auth for the Semansys API, for requests, httpx,
-    httpx2 and aiohttp, sync and async.
+    httpx2, aiohttp and niquests, sync and async.
 
     Use it as requests' ``session.auth = auth``, as httpx's (and httpx2's)
     ``httpx.Client(auth=auth)`` or ``httpx.AsyncClient(auth=auth)``, and as an
@@ -228,7 +228,7 @@ class SemansysAuth(HttpxAuth):
         token = self._core.usable() or self._requests_adapter().token()
         return token.access_token
 
-    # -- requests and aiohttp: both call the object ----------------------------------
+    # -- requests, aiohttp and niquests: they call the object ------------------------
 
     @overload
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest: ...
