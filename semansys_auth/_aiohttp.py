@@ -24,19 +24,17 @@ from typing import Any
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payload
 
+from ._body import CUT, LATE, read_bounded_async
 from ._config import Settings
 from ._drive import Shell, run_async
 from ._log import logger
 from ._token import Token
 from ._wire import (
-    CUT,
-    LATE,
     MAX_ANSWER_BYTES,
     EndpointRequest,
     EndpointResponse,
     decode_body,
     header,
-    read_bounded_async,
 )
 
 

@@ -233,7 +233,7 @@ class TokenCore:
                 assert usable is not None
                 return usable.token  # another process is renewing
         try:
-            token = yield from self._obtain(now, keys, usable, advisory)
+            token = yield from self._renew_from_cache_or_endpoint(now, keys, usable, advisory)
         except Exception:
             if locked:
                 yield from cache.unlock()
@@ -242,7 +242,7 @@ class TokenCore:
             yield from cache.unlock()
         return token
 
-    def _obtain(
+    def _renew_from_cache_or_endpoint(
         self, now: float, keys: tuple[str, bytes] | None, usable: HeldToken | None, advisory: bool
     ) -> Flow:
         if keys is not None and self.cache_use.active():  # not paused by a lock failure

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 
 from ._token import Token
 
@@ -110,11 +109,13 @@ def _parse(entry: object) -> tuple[float | None, bytes]:
 def seal(key: str, sealing_key: bytes, token: Token) -> str:
     """The stored form of ``token`` under ``key``: ASCII JSON, the token sealed
     with AES-256-GCM under ``sealing_key`` (32 bytes)."""
+    import secrets  # on the first save, not at start-up
+
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     # A float in the clear (a Token may hold an int): read back as written.
     expires_at = None if token.expires_at is None else float(token.expires_at)
-    nonce = os.urandom(NONCE_BYTES)
+    nonce = secrets.token_bytes(NONCE_BYTES)
     plaintext = json.dumps(token.to_json()).encode()
     sealed = AESGCM(sealing_key).encrypt(nonce, plaintext, _associated_data(key, expires_at))
     return _dump(expires_at, _b64(nonce + sealed))

@@ -103,6 +103,7 @@ _RENEWAL_MODULES = (
     "html",
     "json",
     "random",
+    "secrets",
     "urllib.parse",
     "zlib",
     "oauthlib.oauth2.rfc6749.parameters",

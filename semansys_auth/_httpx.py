@@ -41,22 +41,18 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._body import CUT, ENDED, LATE, read_bounded, read_bounded_async
 from ._config import Settings
 from ._drive import Shell, Steps, carry_out, carry_out_async
 from ._errors import BadTokenRequestError
 from ._token import Token
 from ._wire import (
-    CUT,
-    ENDED,
-    LATE,
     MAX_401_BODY,
     MAX_ANSWER_BYTES,
     EndpointRequest,
     EndpointResponse,
     decode_body,
     header,
-    read_bounded,
-    read_bounded_async,
 )
 
 if TYPE_CHECKING:

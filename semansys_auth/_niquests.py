@@ -44,7 +44,7 @@ import niquests
 from niquests.cookies import extract_cookies_to_jar
 from niquests.utils import arewind_body, rewind_body
 
-from . import _wire
+from . import _body, _wire
 from ._config import Settings
 from ._drive import Shell, run_async, run_blocking
 from ._token import Token
@@ -103,7 +103,7 @@ def _transport_error(exc: Exception, request: EndpointRequest, deadline: float) 
 def _answer(response: Any, raw: bytes, how: str) -> EndpointResponse:
     body, cut = decode_body(raw, header(response.headers, "content-encoding"))
     return EndpointResponse(
-        int(response.status_code or 0), response.headers, body, how == _wire.CUT or cut
+        int(response.status_code or 0), response.headers, body, how == _body.CUT or cut
     )
 
 
@@ -128,8 +128,8 @@ def post(request: EndpointRequest) -> EndpointResponse:
             prepared, timeout=request.timeout, **_sending(session, prepared)
         )
         try:
-            with closing(response.iter_raw(_wire.CHUNK)) as chunks:
-                raw, how = _wire.read_bounded(_next(chunks), _wire.MAX_ANSWER_BYTES, deadline)
+            with closing(response.iter_raw(_body.CHUNK)) as chunks:
+                raw, how = _body.read_bounded(_next(chunks), _wire.MAX_ANSWER_BYTES, deadline)
         except Exception as exc:
             response.close()
             error = _transport_error(exc, request, deadline)
@@ -137,7 +137,7 @@ def post(request: EndpointRequest) -> EndpointResponse:
                 raise
             raise error from exc
         response.close()  # back to the pool, or closed when unread bytes remain
-        if how == _wire.LATE:
+        if how == _body.LATE:
             raise _timed_out(request)
         return _answer(response, raw, how)
 
@@ -161,12 +161,12 @@ async def post_async(request: EndpointRequest) -> EndpointResponse:
         if response is None:
             raise _timed_out(request)
         try:
-            async with aclosing(await response.iter_raw(_wire.CHUNK)) as chunks:
+            async with aclosing(await response.iter_raw(_body.CHUNK)) as chunks:
 
                 async def read(size: int) -> bytes:
                     return bytes(await anext(chunks, b""))
 
-                raw, how = await _wire.read_bounded_async(read, _wire.MAX_ANSWER_BYTES, deadline)
+                raw, how = await _body.read_bounded_async(read, _wire.MAX_ANSWER_BYTES, deadline)
         except Exception as exc:
             await response.close()
             error = _transport_error(exc, request, deadline)
@@ -174,7 +174,7 @@ async def post_async(request: EndpointRequest) -> EndpointResponse:
                 raise
             raise error from exc
         await response.close()
-        if how == _wire.LATE:
+        if how == _body.LATE:
             raise _timed_out(request)
         return _answer(response, raw, how)
 
@@ -201,10 +201,10 @@ def drain_401(response: niquests.Response) -> None:
     if response._content_consumed or response.raw is None:
         return
     try:
-        with closing(response.iter_raw(_wire.CHUNK)) as chunks:
-            raw, how = _wire.read_bounded(_next(chunks), _wire.MAX_401_BODY)
+        with closing(response.iter_raw(_body.CHUNK)) as chunks:
+            raw, how = _body.read_bounded(_next(chunks), _wire.MAX_401_BODY)
     except Exception:  # a broken 401 body does not matter: the request is sent again
-        raw, how = b"", _wire.CUT
+        raw, how = b"", _body.CUT
     response.close()  # closes the connection when the body was not read to its end
     _kept(response, raw, how)
 
@@ -214,14 +214,14 @@ async def drain_401_async(response: Any) -> None:
     if response._content_consumed or response.raw is None:
         return
     try:
-        async with aclosing(await response.iter_raw(_wire.CHUNK)) as chunks:
+        async with aclosing(await response.iter_raw(_body.CHUNK)) as chunks:
 
             async def read(size: int) -> bytes:
                 return bytes(await anext(chunks, b""))
 
-            raw, how = await _wire.read_bounded_async(read, _wire.MAX_401_BODY)
+            raw, how = await _body.read_bounded_async(read, _wire.MAX_401_BODY)
     except Exception:
-        raw, how = b"", _wire.CUT
+        raw, how = b"", _body.CUT
     await response.close()
     _kept(response, raw, how)
 

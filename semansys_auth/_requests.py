@@ -29,7 +29,7 @@ import requests
 from requests.cookies import extract_cookies_to_jar
 from requests.utils import rewind_body
 
-from . import _wire
+from . import _body, _wire
 from ._config import Settings
 from ._drive import Shell, run_blocking
 from ._token import Token
@@ -149,13 +149,13 @@ def _read(
         _limit_socket_wait(raw, deadline - time.monotonic())
         return read(size)
 
-    body, how = _wire.read_bounded(read_in_time, _wire.MAX_ANSWER_BYTES, deadline)
-    if how == _wire.LATE:
+    body, how = _body.read_bounded(read_in_time, _wire.MAX_ANSWER_BYTES, deadline)
+    if how == _body.LATE:
         raise requests.exceptions.ReadTimeout(
             f"the token endpoint {request.url} did not finish its answer within "
             f"{request.timeout:g} s"
         )
-    return body, how == _wire.CUT
+    return body, how == _body.CUT
 
 
 def _limit_socket_wait(raw: Any, seconds: float) -> None:
@@ -179,10 +179,10 @@ def _drain_401(r: requests.Response) -> None:
     raw = r.raw
     read, encoded = _reader(raw)
     try:
-        body, how = _wire.read_bounded(read, _wire.MAX_401_BODY)
+        body, how = _body.read_bounded(read, _wire.MAX_401_BODY)
     except Exception:  # a broken 401 body does not matter: the request is sent again
-        body, how = b"", _wire.CUT
-    if how != _wire.ENDED:
+        body, how = b"", _body.CUT
+    if how != _body.ENDED:
         with contextlib.suppress(Exception):
             raw.close()  # closes the connection: nothing more is read from it
     if encoded:
