@@ -10,6 +10,7 @@ from collections.abc import Callable, Generator
 from ._effects import DeriveKeys, LoadCache, LockCache, SaveCache, Sleep, UnlockCache
 from ._entry import OLDER_FORMAT, seal, unseal
 from ._log import logger
+from ._redact import shown
 from ._token import Token
 
 CACHE_PAUSE = 30.0
@@ -36,6 +37,8 @@ class CacheUse:
     # default, set per object when an entry is first ignored.
     _ignored_entry: object = None
 
+    # No reference to the core: a cycle through the cache would leave its
+    # connections to the garbage collector (unclosed sockets).
     def __init__(
         self,
         endpoint: TokenEndpoint,
@@ -43,13 +46,11 @@ class CacheUse:
         *,
         monotonic: Callable[[], float],
         wait: float,
-        redacted: Callable[[BaseException], str],
     ) -> None:
         self.endpoint = endpoint
         self.cache = cache
         self.monotonic = monotonic
         self.wait = wait  # for another process's cache lock; then renewed without it
-        self.redacted = redacted
         self.lockable = callable(getattr(cache, "lock", None))
         self.keys: Keys | None = None  # (cache key, sealing key), derived once
         self.paused_until = -float("inf")
@@ -146,7 +147,7 @@ class CacheUse:
             logger.warning(
                 "token cache %s failed: %s; going on without the cache for %.0f s",
                 what,
-                self.redacted(exc),
+                shown(f"{type(exc).__name__}: {exc}", self.endpoint.redact, 300),
                 CACHE_PAUSE,
             )
         self.paused_until = now + CACHE_PAUSE

@@ -93,7 +93,6 @@ class TokenCore:
             cache,
             monotonic=monotonic,
             wait=endpoint.timeout if cache_wait is None else cache_wait,
-            redacted=self.redacted,
         )
         self._current: HeldToken | None = None
         self._refresh_token: str | None = None
