@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -210,8 +211,10 @@ def build(
 
 
 def _jitter() -> float:
-    with IMPORTING:  # on the first retry, not at start-up (a fork waits: see _fork)
-        import random
+    if "random" not in sys.modules:  # on the first retry, not at start-up (see _fork)
+        with IMPORTING:
+            import random
+    import random
 
     return random.random()
 

@@ -102,7 +102,9 @@ class TokenCore:
         self._rejection: tuple[SemansysAuthError, float] | None = None
         self._renewal_failures = 0
         self._renew_again_at = -math.inf
-        self._failure: SemansysAuthError | None = None  # of the last renewal that failed
+        # The error of the last mandatory renewal that failed, for the callers
+        # that waited for it.
+        self._failure: SemansysAuthError | None = None
         # The Authorization values of the last few tokens held: a 401 to one of
         # them is a 401 to us (the newest may have replaced it meanwhile).
         self._issued: deque[str] = deque(maxlen=8)
@@ -179,19 +181,32 @@ class TokenCore:
                     f"{self.lock_wait:.0f} s; gave up waiting for it"
                 )
             # The renewal waited for has ended: its token, or its error.
-            if self.due(refused)[0] is Due.MANDATORY and self._failure is not failure:
-                raise _copy(self._failure)
+            ended = self._failure
+            if ended is not failure and ended is not None and self.due(refused)[0] is Due.MANDATORY:
+                raise _copy(ended) from ended.__cause__
 
     def _holding_lock(self, refused: str | None, *, advisory: bool) -> Flow:
         try:
             token = yield from self.renew(refused, advisory=advisory)
         except Exception as exc:
-            if isinstance(exc, SemansysAuthError):
-                self._failure = exc  # for the callers that waited for this renewal
+            if not advisory:  # its callers wait for a token: they share the outcome
+                self._failure = self._shared_failure(exc)
             yield _RELEASE_LOCK
             raise
         yield _RELEASE_LOCK
         return token
+
+    def _shared_failure(self, exc: Exception) -> SemansysAuthError:
+        """What the callers that waited for a failed renewal raise: a copy of
+        our error, or, for a failure of the HTTP library of the caller that
+        renewed (which may not be theirs), an unavailable endpoint caused by it."""
+        if isinstance(exc, SemansysAuthError):
+            return exc
+        failure = TokenEndpointUnavailableError(
+            f"the token renewal this request waited for failed: {self.redacted(exc)}"
+        )
+        failure.__cause__ = exc
+        return failure
 
     def renew(self, refused: str | None = None, *, advisory: bool = False) -> Flow:
         """Obtain a token and return it; the caller holds the renewal lock.

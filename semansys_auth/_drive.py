@@ -17,6 +17,7 @@ flow still holds when it ends, early or not, is released.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
@@ -192,9 +193,11 @@ def run_blocking(flow: Flow, shell: Shell, send: Send, *, background: bool = Fal
 async def carry_out_async(flow: Flow, shell: Shell) -> AsyncGenerator[Any, EndpointResponse]:
     """The async driver: :func:`carry_out` on an event loop, which it never
     blocks. Async generators return nothing: the token is the last item."""
-    with IMPORTING:  # the first async use imports them (a fork waits: see _fork)
-        import anyio
-        import anyio.to_thread
+    if "anyio.to_thread" not in sys.modules:  # the first async use (a fork waits: see _fork)
+        with IMPORTING:
+            import anyio.to_thread
+    import anyio
+    import anyio.to_thread
 
     holder: Holder | None = None
     steps = Steps(flow)

@@ -241,7 +241,8 @@ def _in_async_session() -> bool:
     """Whether an ``AsyncSession`` is preparing the request being authorized:
     an event loop runs in this thread and the nearest niquests session among
     the callers is an ``AsyncSession`` (a request prepared by hand inside a
-    coroutine counts as async)."""
+    coroutine, with no session among the callers, is authorized in place:
+    both kinds of session can send it)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -256,7 +257,7 @@ def _in_async_session() -> bool:
         if isinstance(owner, niquests.Session):
             return False
         frame = frame.f_back  # type: ignore[assignment]
-    return True
+    return False
 
 
 class NiquestsAdapter:

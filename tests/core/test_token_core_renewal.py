@@ -94,20 +94,51 @@ def test_a_waiter_raises_the_error_of_the_renewal_it_waited_for() -> None:
     assert str(shared.value) == str(failed.value)
 
 
-def test_a_waiter_after_a_transport_failure_renews_itself() -> None:
-    """A failure that is not ours (a transport error of another client's
-    library) is not handed on: the waiter tries, with its own client."""
+def test_a_waiter_shares_a_transport_failure_as_an_unavailable_endpoint() -> None:
+    """A failure of the renewing caller's HTTP library (which may not be the
+    waiter's) reaches the waiters as an unavailable endpoint, caused by it: they
+    do not each try again, one after the other."""
     core = make_core(Clock())
     waiter = core.renewal()
     next(waiter)
     renewer = core.renewal()
     next(renewer)
     renewer.send(Lock.TAKEN)
-    assert renewer.throw(ConnectionError("down")) == ReleaseLock()
+    down = ConnectionError("down")
+    assert renewer.throw(down) == ReleaseLock()
     with pytest.raises(ConnectionError):
         renewer.send(None)
+    with pytest.raises(TokenEndpointUnavailableError, match="waited for failed") as shared:
+        waiter.send(Lock.ENDED)
+    assert shared.value.__cause__ is down
+    assert "ConnectionError: down" in str(shared.value)
+
+
+def test_a_waiter_after_a_closed_renewal_renews_itself() -> None:
+    """A renewal closed without an outcome (its caller was cancelled, or
+    httpx closed the flow on a transport error): the waiter tries itself."""
+    core = make_core(Clock())
+    waiter = core.renewal()
+    next(waiter)
+    renewer = core.renewal()
+    next(renewer)
+    renewer.send(Lock.TAKEN)
+    renewer.close()
     assert waiter.send(Lock.ENDED) == TakeLock(core.lock_wait)
     assert isinstance(waiter.send(Lock.TAKEN), EndpointRequest)
+
+
+def test_an_advisory_failure_is_not_handed_to_anyone() -> None:
+    clock = Clock()
+    core = make_core(clock)
+    _first_token(core)
+    clock.now += 3550
+    flow = core.renewal()
+    next(flow)
+    flow.send(None)
+    flow.send(Lock.TAKEN)
+    flow.throw(ConnectionError("down"))
+    assert core._failure is None
 
 
 def test_a_renewal_that_outlasts_the_wait_limit_is_an_error() -> None:
