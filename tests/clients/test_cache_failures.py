@@ -1,4 +1,4 @@
-"""Issue 8: nothing stays held. A token cache that fails in any method (load,
+"""Nothing stays held. A token cache that fails in any method (load,
 save, lock, acquire, release) is a warning, the request goes on without it,
 and afterwards the same object still serves requests from other threads and
 from the same thread."""

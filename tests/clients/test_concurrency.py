@@ -1,4 +1,4 @@
-"""Issue 3: one token request for any number of threads, tasks and event loops;
+"""One token request for any number of threads, tasks and event loops;
 a loop that never blocks; cancellation; the 401 stampede. Every test is bounded
 by pytest-timeout and by anyio/trio deadlines inside."""
 

@@ -1,4 +1,4 @@
-"""Issue 16, nothing outlives the caller that took it: a task fetching the token
+"""Nothing outlives the caller that took it: a task fetching the token
 whose event loop is closed or stopped, a cancelled task, a task or thread that
 ended with an auth flow left open. The others take the renewal over at once
 (not after the whole fetch budget, 660 s with the defaults), and the cache lock

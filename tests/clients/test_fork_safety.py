@@ -1,4 +1,4 @@
-"""Issue 16, fork safety: a child of ``os.fork()`` (gunicorn ``--preload``,
+"""Fork safety: a child of ``os.fork()`` (gunicorn ``--preload``,
 Celery, ``multiprocessing`` with the fork start method) must never wait for a
 lock held by a thread that does not exist there, nor believe that a renewal runs
 in such a thread. Real forks, a real emulator; every child runs under SIGALRM

@@ -1,4 +1,4 @@
-"""Issue 18: niquests, sync (``Session``) and async (``AsyncSession``), through
+"""niquests, sync (``Session``) and async (``AsyncSession``), through
 its own adapter: what the shared behaviour tests (``KINDS``) do not show.
 
 The event loop goes on during a slow token request; a 401 is answered by one

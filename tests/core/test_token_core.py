@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Generator
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 
+from fake_caches import RecordingCache
 from semansys_auth import (
     BadTokenRequestError,
     ClientCredentialsError,
@@ -27,10 +25,11 @@ from semansys_auth._effects import (
     TakeLock,
 )
 from semansys_auth._endpoint import TokenEndpoint
-from semansys_auth._entry import seal, unseal
+from semansys_auth._entry import seal
 from semansys_auth._policy import Due, Policy
 from semansys_auth._token import Token, jwt_claims
 from semansys_auth._wire import EndpointRequest, EndpointResponse
+from token_parts import answer, form, jwt
 
 URL = "https://id.example/connect/token"
 
@@ -104,11 +103,6 @@ class Shell:
             lock.release()
 
 
-def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> EndpointResponse:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return EndpointResponse(status, headers or {"Content-Type": "application/json"}, raw)
-
-
 def ok(
     access: str = "at-1", expires_in: Any = 3600, refresh: str | None = "rt-1"
 ) -> EndpointResponse:
@@ -164,10 +158,6 @@ def requests_of(steps: list[Any]) -> list[EndpointRequest]:
     return [step for step in steps if isinstance(step, EndpointRequest)]
 
 
-def form(request: EndpointRequest) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
-
-
 def test_password_grant_body_has_every_documented_field() -> None:
     core = make_core(Clock(), scope="read write")
     held, steps = run(core.renew(), [ok()])
@@ -220,13 +210,6 @@ def test_leeway_zero_uses_the_token_until_the_safety_margin() -> None:
     clock.now += 0.2
     assert core.usable() is None
     assert core.due()[0] is Due.MANDATORY
-
-
-def jwt(claims: dict[str, Any]) -> str:
-    def enc(d: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
-
-    return f"{enc({'alg': 'none'})}.{enc(claims)}.sig"
 
 
 def test_without_expires_in_the_jwt_exp_is_used() -> None:
@@ -656,30 +639,6 @@ def test_a_new_token_ends_the_cooldown() -> None:
 
 
 # -- the cache --------------------------------------------------------------------------------
-
-
-class RecordingCache:
-    """Stores the entries it is given; ``put`` and ``token`` seal and open them
-    with a core's keys, for the tests."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, str] = {}
-        self.calls: list[str] = []
-
-    def load(self, key: str) -> str | None:
-        self.calls.append("load")
-        return self.entries.get(key)
-
-    def save(self, key: str, entry: str) -> None:
-        self.calls.append("save")
-        self.entries[key] = entry
-
-    def put(self, core: TokenCore, token: Token) -> None:
-        self.entries[core.cache_key()] = sealed(core, token)
-
-    def token(self, core: TokenCore) -> Token:
-        key = core.cache_key()
-        return unseal(key, core.sealing_key(), self.entries[key])
 
 
 def test_a_new_token_is_saved_under_the_key() -> None:

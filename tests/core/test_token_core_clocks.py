@@ -1,4 +1,4 @@
-"""Issue 16, the wall clock, in the token core with two fake clocks: every
+"""The wall clock, in the token core with two fake clocks: every
 decision inside the process runs on the monotonic clock; the wall clock only
 exchanges expiry times with caches and servers. A wall clock set back (NTP, a
 VM's clock) never makes an expired token look valid; a wall clock that jumps

@@ -1,4 +1,4 @@
-"""Issue 19, at rest: the token core seals what it saves and opens what it
+"""At rest: the token core seals what it saves and opens what it
 loads; an entry that cannot be opened is a miss, never a cache failure. And
 the key derivation: one scrypt gives the cache key and the sealing key.
 
