@@ -86,7 +86,7 @@ class TokenCore:
         self._jitter = jitter
         # How long a caller waits for another caller's renewal, and for another
         # process's cache lock; then it gives up, or renews without that lock.
-        self.lock_wait = policy.fetch_budget(endpoint.timeout) * 2
+        self.lock_wait = policy.renewal_budget(endpoint.timeout) * 2
         self._take_lock = TakeLock(self.lock_wait)  # effects are immutable: made once
         self.cache_use = CacheUse(
             endpoint,

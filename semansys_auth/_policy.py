@@ -53,8 +53,8 @@ class Policy:
         self.retry_after_cap = retry_after_cap
         self.credentials_cooldown = credentials_cooldown
 
-    def fetch_budget(self, timeout: float) -> float:
-        """The longest a token fetch can take: every attempt and every wait."""
+    def renewal_budget(self, timeout: float) -> float:
+        """The longest a renewal can take: every attempt and every wait."""
         waits = self.max_retries * max(self.max_backoff, self.retry_after_cap)
         return timeout * (self.max_retries + 1) * 2 + waits
 

@@ -951,16 +951,16 @@ def test_describe_and_info() -> None:
     assert core.info() == held.info()
 
 
-def test_the_fetch_budget_covers_every_attempt_and_wait() -> None:
+def test_the_renewal_budget_covers_every_attempt_and_wait() -> None:
     from semansys_auth._core import Policy
 
     policy = Policy(
         leeway=60, max_retries=3, backoff=0.5, max_backoff=8, retry_after_cap=30,
         credentials_cooldown=60,
     )  # fmt: skip
-    assert policy.fetch_budget(30) == 30 * 4 * 2 + 3 * 30
+    assert policy.renewal_budget(30) == 30 * 4 * 2 + 3 * 30
     policy.max_backoff = 50
-    assert policy.fetch_budget(10) == 10 * 4 * 2 + 3 * 50
+    assert policy.renewal_budget(10) == 10 * 4 * 2 + 3 * 50
 
 
 # -- the edges, to the microsecond (found by mutation testing) -----------------------------------
