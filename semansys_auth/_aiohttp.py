@@ -79,9 +79,11 @@ class AiohttpAdapter:
         response = await handler(request)
         refused = core.refused(
             response.status,
-            request.headers.get(hdrs.AUTHORIZATION),
-            response.status == 401 and _replayable(request),
-            lambda: f"{request.method} {request.url.path}",
+            lambda: (
+                request.headers.get(hdrs.AUTHORIZATION),
+                _replayable(request),
+                f"{request.method} {request.url.path}",
+            ),
         )
         if refused is None:
             return response

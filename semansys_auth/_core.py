@@ -463,24 +463,24 @@ class TokenCore:
     # -- 401 ----------------------------------------------------------------------------
 
     def refused(
-        self, status: int, sent: str | None, replayable: bool, what: Callable[[], str]
+        self, status: int, request: Callable[[], tuple[str | None, bool, str]]
     ) -> str | None:
         """The one 401 rule: the ``Authorization`` value the API refused, when
         its answer calls for a renewal and one resend, else None. That is a 401
-        to a request that carried one of our tokens (``sent``, as it left; a
-        redirect to another origin drops it), whose body can be sent again.
-        ``what()`` (method and path, no query) is for the log."""
+        to a request that carried one of our tokens, whose body can be sent
+        again. ``request()`` tells, only for a 401: the ``Authorization`` value
+        as the request left (a redirect to another origin drops it), whether its
+        body can be sent again, and its method and path (no query) for the log."""
         if status != 401:  # the hot path: every answer comes here
             return None
+        sent, replayable, what = request()
         if sent is None or sent not in self._issued:
-            logger.debug("API answered 401 to %s without our token: not resent", what())
+            logger.debug("API answered 401 to %s without our token: not resent", what)
             return None
         if not replayable:
-            logger.debug(
-                "API answered 401 to %s; its body cannot be sent again: not resent", what()
-            )
+            logger.debug("API answered 401 to %s; its body cannot be sent again: not resent", what)
             return None
-        logger.debug("API answered 401 to %s: renewing the token, resending once", what())
+        logger.debug("API answered 401 to %s: renewing the token, resending once", what)
         return sent
 
     # -- introspection -----------------------------------------------------------------

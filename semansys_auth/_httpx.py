@@ -318,10 +318,6 @@ class _Drain:
         self.response = response
 
 
-def _what(request: Any) -> Callable[[], str]:
-    return lambda: f"{request.method} {request.url.path}"  # no query, no userinfo: secrets
-
-
 class HttpxAdapter:
     """The httpx and httpx2 side of one ``SemansysAuth``: one flow, shaped like
     httpx's ``DigestAuth.auth_flow``, serves sync and async clients; each of
@@ -339,8 +335,14 @@ class HttpxAdapter:
         rewind = rewinder(request)
         self._settings.authorize(request.headers, token)
         response = yield request
-        sent = response.request.headers.get("Authorization")
-        refused = self._core.refused(response.status_code, sent, rewind is not None, _what(request))
+        refused = self._core.refused(
+            response.status_code,
+            lambda: (
+                response.request.headers.get("Authorization"),
+                rewind is not None,
+                f"{request.method} {request.url.path}",  # no query, no userinfo: secrets
+            ),
+        )
         if refused is None or rewind is None:
             return
         yield _Drain(response)
@@ -350,14 +352,20 @@ class HttpxAdapter:
         yield request
 
     def sync_flow(self, request: Any) -> Generator[Any, Any, None]:
-        steps = Steps(self._flow(request))
-        for item in steps:
-            if isinstance(item, _Renew):
-                steps.reply((yield from self._renewed_sync(request, item.refused)))
-            elif isinstance(item, _Drain):
+        flow = self._flow(request)
+        item = next(flow)
+        while True:
+            result: Any = None
+            if type(item) is _Renew:
+                result = yield from self._renewed_sync(request, item.refused)
+            elif type(item) is _Drain:
                 drain_401_sync(item.response)
             else:
-                steps.reply((yield item))
+                result = yield item
+            try:
+                item = flow.send(result)
+            except StopIteration:
+                return
 
     async def async_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
         steps = Steps(self._flow(request))

@@ -233,10 +233,6 @@ def _replayable(prepared: niquests.PreparedRequest) -> bool:
     return hasattr(body, "seek") and isinstance(prepared._body_position, int)
 
 
-def _what(request: niquests.PreparedRequest) -> Callable[[], str]:
-    return lambda: f"{request.method} {urlsplit(request.url or '').path}"  # no query
-
-
 def _in_async_session() -> bool:
     """Whether an ``AsyncSession`` is preparing the request being authorized:
     an event loop runs in this thread and the nearest niquests session among
@@ -317,13 +313,16 @@ class NiquestsAdapter:
     def _refused(self, r: niquests.Response) -> str | None:
         request = r.request
         assert request is not None
-        sent = request.headers.get("Authorization") if request.headers is not None else None
-        return self._core.refused(
-            int(r.status_code or 0),
-            sent if isinstance(sent, str) else None,
-            _replayable(request),
-            _what(request),
-        )
+
+        def facts() -> tuple[str | None, bool, str]:
+            sent = request.headers.get("Authorization") if request.headers is not None else None
+            return (
+                sent if isinstance(sent, str) else None,
+                _replayable(request),
+                f"{request.method} {urlsplit(request.url or '').path}",  # no query
+            )
+
+        return self._core.refused(int(r.status_code or 0), facts)
 
     def _resend(self, r: niquests.Response, token: Token) -> niquests.PreparedRequest:
         request = r.request

@@ -224,12 +224,13 @@ class RequestsAdapter:
 
     def handle_401(self, r: requests.Response, **kwargs: Any) -> requests.Response:
         request = r.request
-        sent = request.headers.get("Authorization")
         refused = self._core.refused(
             r.status_code,
-            sent,
-            _replayable(request),
-            lambda: f"{request.method} {urlsplit(request.url or '').path}",
+            lambda: (
+                request.headers.get("Authorization"),
+                _replayable(request),
+                f"{request.method} {urlsplit(request.url or '').path}",
+            ),
         )
         if refused is None:
             return r

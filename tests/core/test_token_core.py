@@ -912,14 +912,14 @@ def test_which_401_calls_for_a_resend() -> None:
     core = make_core(clock)
     run(core.renew(), [ok("at-1")])
     what = "GET /api/x"
-    assert core.refused(401, "Bearer at-1", True, lambda: what) == "Bearer at-1"
-    assert core.refused(403, "Bearer at-1", True, lambda: what) is None
-    assert core.refused(200, "Bearer at-1", True, lambda: what) is None
-    assert core.refused(401, "Bearer other", True, lambda: what) is None
-    assert core.refused(401, None, True, lambda: what) is None
-    assert core.refused(401, "Bearer at-1", False, lambda: what) is None
+    assert core.refused(401, lambda: ("Bearer at-1", True, what)) == "Bearer at-1"
+    assert core.refused(403, lambda: ("Bearer at-1", True, what)) is None
+    assert core.refused(200, lambda: ("Bearer at-1", True, what)) is None
+    assert core.refused(401, lambda: ("Bearer other", True, what)) is None
+    assert core.refused(401, lambda: (None, True, what)) is None
+    assert core.refused(401, lambda: ("Bearer at-1", False, what)) is None
     run(core.renew("Bearer at-1"), [ok("at-2")])
-    ours = core.refused(401, "Bearer at-1", True, lambda: what)
+    ours = core.refused(401, lambda: ("Bearer at-1", True, what))
     assert ours == "Bearer at-1", "an earlier token of ours"
 
 
@@ -928,8 +928,8 @@ def test_only_the_last_eight_tokens_are_ours() -> None:
     core = make_core(clock)
     for i in range(9):
         run(core.renew(f"Bearer at-{i - 1}"), [ok(f"at-{i}")])
-    assert core.refused(401, "Bearer at-1", True, lambda: "GET /") == "Bearer at-1"
-    assert core.refused(401, "Bearer at-0", True, lambda: "GET /") is None
+    assert core.refused(401, lambda: ("Bearer at-1", True, "GET /")) == "Bearer at-1"
+    assert core.refused(401, lambda: ("Bearer at-0", True, "GET /")) is None
 
 
 # -- what the core shows -------------------------------------------------------------------------
