@@ -132,7 +132,10 @@ def run(
     ``answers`` (an exception is thrown in, as a transport failure is), carry
     out its other effects (throwing in what they raise: the renewal lock is
     always free); record what it yielded."""
-    shell = Shell(flow.gi_frame.f_locals["self"])  # the core whose generator this is
+    # The core whose generator this is (under mutmut, the generator of its
+    # trampoline, which holds the arguments as ``args``).
+    frame = flow.gi_frame.f_locals
+    shell = Shell(frame["self"] if "self" in frame else frame["args"][0])
     yielded: list[Any] = []
     result: Any = None
     error: BaseException | None = None
