@@ -7,10 +7,15 @@ Fast enough to run against every mutant of the adapters."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
+import http.client
 import io
 import json
+import logging
+import threading
 import time
+import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,6 +33,8 @@ from semansys_auth import (
     BadTokenRequestError,
     MalformedTokenResponseError,
     SemansysAuth,
+    SemansysAuthError,
+    TokenEndpointUnavailableError,
 )
 from semansys_auth._wire import MAX_401_BODY, MAX_ANSWER_BYTES
 
@@ -112,14 +119,17 @@ class Chunks(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A streamed body (the transport has not read it): ``body`` in chunks,
     with a pause before each; counts what was taken from it."""
 
-    def __init__(self, body: bytes, pause: float = 0.0) -> None:
+    def __init__(self, body: bytes, pause: float = 0.0, broken: bool = False) -> None:
         self.body = body
         self.pause = pause
+        self.broken = broken
         self.given = 0
         self.closed = False
 
     def _chunks(self) -> Iterator[bytes]:
         for start in range(0, len(self.body), CHUNK):
+            if self.broken and start:
+                raise httpx.RemoteProtocolError("peer closed the connection")
             chunk = self.body[start : start + CHUNK]
             self.given += len(chunk)
             yield chunk
@@ -153,6 +163,7 @@ class HttpxTransport:
         self.service = service
         self.streamed = streamed
         self.pause = pause
+        self.broken_401 = False
         self.streams: list[Chunks] = []
         self.requests: list[Any] = []
 
@@ -170,7 +181,8 @@ class HttpxTransport:
         )
         if not self.streamed:
             return module.Response(status, headers=headers, content=body)
-        stream = (Chunks if module is httpx else Chunks2)(body, self.pause)
+        broken = self.broken_401 and status == 401
+        stream = (Chunks if module is httpx else Chunks2)(body, self.pause, broken)
         self.streams.append(stream)
         return module.Response(status, headers=headers, stream=stream)
 
@@ -420,6 +432,9 @@ class ReadCounter(io.BytesIO):
         self.taken += len(chunk)
         return chunk
 
+    def read1(self, size: int | None = -1) -> bytes:
+        return self.read(size)
+
 
 class MemoryAdapter(requests.adapters.BaseAdapter):
     """A requests transport adapter that answers from :class:`Service` in
@@ -434,9 +449,14 @@ class MemoryAdapter(requests.adapters.BaseAdapter):
         self.bodies: list[ReadCounter] = []
         self.fail: BaseException | None = None
         self.pause = 0.0
+        self.set_cookie: str | None = None
+        self.encoding_401: str | None = None
+        self.fail_401 = False
+        self.threads: list[threading.Thread] = []
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         self.sent.append((request, kwargs))
+        self.threads.append(threading.current_thread())
         body = request.body
         if hasattr(body, "read"):
             body = body.read()
@@ -445,14 +465,31 @@ class MemoryAdapter(requests.adapters.BaseAdapter):
         status, headers, content = self.service.handle(
             request.path_url, dict(request.headers), body or b""
         )
+        if status == 401:
+            if self.set_cookie is not None:
+                headers = {**headers, "Set-Cookie": self.set_cookie}
+            if self.encoding_401 is not None:
+                headers = {**headers, "Content-Encoding": self.encoding_401}
         response = requests.Response()
         response.status_code = status
         response.headers = requests.structures.CaseInsensitiveDict(headers)
-        file = ReadCounter(content, self.fail, self.pause)
+        failure = OSError("connection reset") if status == 401 and self.fail_401 else self.fail
+        file = ReadCounter(content, failure, self.pause)
         self.bodies.append(file)
         if self.urllib3_raw:
+            lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+            # What requests reads the cookies from (http.client's response).
+            original = types.SimpleNamespace(
+                msg=http.client.parse_headers(io.BytesIO(lines.encode())),
+                isclosed=lambda: file.closed,
+                close=file.close,
+            )
             response.raw = urllib3.HTTPResponse(
-                body=file, headers=headers, status=status, preload_content=False
+                body=file,
+                headers=headers,
+                status=status,
+                preload_content=False,
+                original_response=original,  # type: ignore[arg-type]
             )
         else:
             response.raw = file
@@ -748,3 +785,418 @@ def test_aiohttp_an_unreachable_token_endpoint_is_a_client_error() -> None:
                 await session.get("http://127.0.0.1:9/v1/items")
 
     asyncio.run(main())
+
+
+def test_aiohttp_token_requests_skip_the_sessions_middlewares_and_status_checks() -> None:
+    """A token request goes through the session, but not through its other
+    middlewares, its ``raise_for_status`` or a redirect."""
+    service = Service()
+    service.token_answers = [
+        (302, {"Location": "/v1/elsewhere"}, b""),
+        (400, {"Content-Type": "application/json"}, b'{"error": "invalid_request"}'),
+    ]
+    passed: list[str] = []
+
+    async def recorder(request: Any, handler: Any) -> Any:
+        passed.append(request.url.path)
+        return await handler(request)
+
+    async def main() -> None:
+        server = await aiohttp_app(service)
+        try:
+            auth = make_auth(token_url=str(server.make_url("/connect/token")), timeout=1.0)
+            async with aiohttp.ClientSession(
+                middlewares=(recorder, auth), raise_for_status=True
+            ) as session:
+                api = str(server.make_url("/v1/items"))
+                with pytest.raises(SemansysAuthError, match="HTTP 302"):
+                    await session.get(api)
+                with pytest.raises(BadTokenRequestError, match="invalid_request"):
+                    await session.get(api)
+                async with session.get(api) as response:
+                    assert response.status == 200
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+    assert passed == ["/v1/items"] * 3
+    assert service.api_seen == [("Bearer at-1", b"", "2")], "the redirect was not followed"
+    assert service.token_headers[0]["content-type"] == "application/x-www-form-urlencoded"
+    assert service.token_headers[0]["user-agent"].startswith("semansys-auth/")
+
+
+def test_aiohttp_a_retry_after_reaches_the_core() -> None:
+    service = Service()
+    service.token_answers = [(503, {"Retry-After": "100"}, b"busy")]
+
+    async def main() -> None:
+        server = await aiohttp_app(service)
+        try:
+            auth = make_auth(token_url=str(server.make_url("/connect/token")), max_retries=1)
+            with pytest.raises(TokenEndpointUnavailableError) as failed:
+                await aiohttp_post(auth, str(server.make_url("/v1/items")))
+            assert failed.value.retry_after == 100
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+    assert service.grants == ["password"], "longer than the cap: not waited for"
+
+
+def test_aiohttp_a_request_without_a_body_is_resent_and_logged_without_its_query(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service = Service()
+
+    async def main() -> None:
+        server = await aiohttp_app(service)
+        try:
+            auth = make_auth(token_url=str(server.make_url("/connect/token")))
+            api = str(server.make_url("/v1/items"))
+            await aiohttp_post(auth, api)
+            service.refuse = 1
+            async with (
+                aiohttp.ClientSession(middlewares=(auth,)) as session,
+                session.get(api + "?key=hidden-value") as response,
+            ):
+                assert response.status == 200
+        finally:
+            await server.close()
+
+    with caplog.at_level(logging.DEBUG, logger="semansys_auth"):
+        asyncio.run(main())
+    assert service.grants == ["password", "refresh_token"]
+    assert "API answered 401 to GET /v1/items: renewing" in caplog.text
+    assert "hidden-value" not in caplog.text
+
+
+class BrokenSession:
+    """An aiohttp session whose requests fail before an answer arrives."""
+
+    def __init__(self, failure: BaseException) -> None:
+        self.failure = failure
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.failure
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected", "message"),
+    [
+        (ConnectionResetError(errno.ECONNRESET, "reset"), aiohttp.ClientOSError, "failed: "),
+        (asyncio.TimeoutError(), aiohttp.ServerTimeoutError, r"within 30 s"),
+        (aiohttp.ClientPayloadError("cut"), aiohttp.ClientPayloadError, "cut"),
+    ],
+)
+def test_aiohttp_every_transport_failure_is_a_client_error(
+    failure: BaseException, expected: type[Exception], message: str
+) -> None:
+    from semansys_auth._aiohttp import post
+    from semansys_auth._wire import EndpointRequest
+
+    step = EndpointRequest(url=TOKEN_URL, body=b"", grant_type="password", timeout=30.0)
+    with pytest.raises(expected, match=message) as raised:
+        asyncio.run(post(BrokenSession(failure), step))  # type: ignore[arg-type]
+    assert isinstance(raised.value, aiohttp.ClientError)
+    if isinstance(failure, ConnectionError):
+        assert raised.value.errno == errno.ECONNRESET
+        assert TOKEN_URL in str(raised.value) and "reset" in str(raised.value)
+
+
+# -- more of httpx --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_async", ASYNC)
+def test_httpx_a_compressed_or_broken_streamed_401_before_the_resend(use_async: bool) -> None:
+    service = Service()
+    transport = HttpxTransport(service, streamed=True)
+    auth = make_auth()
+    httpx_send(transport, auth, use_async=use_async)
+    service.refuse = 1
+    service.refusal = gzip.compress(b"refused, decoded")
+    original = service.api
+
+    def gzipped_401(headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        status, answer_headers, content = original(headers, body)
+        if status == 401:
+            answer_headers = {**answer_headers, "Content-Encoding": "gzip"}
+        return status, answer_headers, content
+
+    service.api = gzipped_401  # type: ignore[method-assign]
+    response = httpx_send(transport, auth, use_async=use_async)
+    assert response.status_code == 200
+    assert response.history[0].content == b"refused, decoded"
+    service.api = original  # type: ignore[method-assign]
+    service.refuse = 1
+    service.refusal = b"r" * (3 * CHUNK)
+    transport.broken_401 = True
+    response = httpx_send(transport, auth, use_async=use_async)
+    assert response.status_code == 200, "a broken 401 body does not stop the resend"
+    assert response.history[0].content == b""
+    assert service.grants == ["password", "refresh_token", "refresh_token"]
+
+
+@pytest.mark.parametrize("use_async", ASYNC)
+@pytest.mark.parametrize("streamed", [False, True], ids=["read", "streamed"])
+def test_httpx_the_token_answers_headers_reach_the_core(use_async: bool, streamed: bool) -> None:
+    service = Service()
+    service.token_answers = [(503, {"Retry-After": "100"}, b"busy")]
+    with pytest.raises(TokenEndpointUnavailableError) as failed:
+        httpx_send(HttpxTransport(service, streamed), make_auth(max_retries=1), use_async=use_async)
+    assert failed.value.retry_after == 100
+    assert service.grants == ["password"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["read", "streamed"])
+def test_httpx_a_token_answer_of_exactly_the_bound_is_read(streamed: bool) -> None:
+    service = Service()
+    answer = b'{"access_token": "at-1", "token_type": "bearer", "expires_in": 3600}'
+    service.token_answers = [(200, {}, answer + b" " * (MAX_ANSWER_BYTES - len(answer)))]
+    service.issued = 1
+    response = httpx_send(HttpxTransport(service, streamed), make_auth(), use_async=False)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("use_async", ASYNC)
+def test_httpx_a_cut_error_answer_is_let_go_before_the_retry(use_async: bool) -> None:
+    service = Service()
+    service.token_answers = [(503, {}, b"x" * (4 * MAX_ANSWER_BYTES))]
+    transport = HttpxTransport(service, streamed=True)
+    auth = make_auth(max_retries=1, backoff=0.01, max_backoff=0.01)
+    assert httpx_send(transport, auth, use_async=use_async).status_code == 200
+    cut = transport.streams[0]
+    assert cut.given <= MAX_ANSWER_BYTES + CHUNK
+    assert cut.closed, "its connection is let go, not left open"
+
+
+@pytest.mark.parametrize("use_async", ASYNC)
+def test_httpx_a_token_request_carries_its_length_and_a_timeout_names_it(use_async: bool) -> None:
+    service = Service()
+    transport = HttpxTransport(service)
+    httpx_send(transport, make_auth(), use_async=use_async)
+    token_request = transport.requests[0]
+    assert token_request.headers["Content-Length"] == str(len(token_request.content))
+    assert "Transfer-Encoding" not in token_request.headers
+    slow = Service()
+    slow.token_answers = [(200, {}, b" " * (20 * CHUNK))]
+    with pytest.raises(httpx.ReadTimeout) as raised:
+        httpx_send(HttpxTransport(slow, True, 0.1), make_auth(timeout=0.3), use_async=use_async)
+    assert str(raised.value.request.url) == TOKEN_URL
+
+
+@pytest.mark.parametrize("use_async", ASYNC)
+def test_httpx_a_streamed_redirect_of_a_token_request_is_reported(use_async: bool) -> None:
+    def handler(request: Any) -> Any:
+        if request.url.path == "/moved":
+            return httpx.Response(303, headers={"Location": "https://id.example/elsewhere"})
+        return httpx.Response(200, stream=Chunks(b'{"access_token": "x", "token_type": "bearer"}'))
+
+    auth = make_auth(token_url="https://id.example/moved")
+    transport: Any = handler
+    with pytest.raises(BadTokenRequestError, match=r"redirected to https://id\.example/elsewhere"):
+        httpx_send(transport, auth, use_async=use_async, follow_redirects=True)
+
+
+class NoTell(io.RawIOBase):
+    """A readable, seekable body that cannot say where it stands."""
+
+    def __init__(self) -> None:
+        self.data = io.BytesIO(b"no tell")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "tell":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+class Unseekable(io.BytesIO):
+    """A body such as a pipe: it says it cannot seek, and seeking fails."""
+
+    def seekable(self) -> bool:
+        return False
+
+    def seek(self, *args: Any) -> int:
+        raise OSError("illegal seek")
+
+
+class OwnStream(httpx.SyncByteStream):
+    """A request stream of the caller's own: httpx cannot replay it."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"own stream"
+
+
+@pytest.mark.parametrize("body", ["no-tell", "unseekable", "own-stream"])
+def test_httpx_a_body_that_cannot_be_replayed_is_not_resent(body: str) -> None:
+    service = Service()
+    transport = HttpxTransport(service)
+    auth = make_auth()
+    httpx_send(transport, auth, use_async=False)
+    service.refuse = 1
+    with httpx.Client(auth=auth, transport=httpx.MockTransport(transport)) as client:
+        if body == "own-stream":
+            request = httpx.Request("POST", API, stream=OwnStream())
+            response = client.send(request)
+        else:
+            content = NoTell() if body == "no-tell" else Unseekable(b"pipe")
+            response = client.post(API, content=content)  # type: ignore[arg-type]
+    assert response.status_code == 401
+    assert service.grants == ["password"], "no renewal for a request that cannot be resent"
+
+
+@pytest.mark.parametrize("use_async", ASYNC)
+def test_httpx_the_401_log_names_method_and_path_only(
+    use_async: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = Service()
+    transport = HttpxTransport(service)
+    auth = make_auth()
+    httpx_send(transport, auth, use_async=use_async)
+    service.refuse = 1
+    with caplog.at_level(logging.DEBUG, logger="semansys_auth"):
+        httpx_send(transport, auth, use_async=use_async, url=API + "?key=hidden-value")
+    assert "API answered 401 to POST /v1/items: renewing" in caplog.text
+    assert "hidden-value" not in caplog.text
+
+
+# -- more of requests ----------------------------------------------------------------------
+
+
+def test_requests_token_requests_use_the_sessions_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Proxies, certificates and the CA bundle of the session and of the
+    environment apply to token requests; the session's auth does not, even
+    when it is this very object."""
+    service = Service()
+    session, adapter = requests_session(service)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/semansys-test-ca.pem")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session.cert = "/etc/ssl/client.pem"
+    auth = make_auth(requests_session=session)
+    session.auth = auth
+    assert session.post(API, data=b"payload").status_code == 200
+    assert service.grants == ["password"]
+    (token_call,) = [kwargs for r, kwargs in adapter.sent if r.path_url == "/connect/token"]
+    assert token_call["verify"] == "/etc/ssl/semansys-test-ca.pem"
+    assert token_call["cert"] == "/etc/ssl/client.pem"
+    assert token_call["proxies"]["https"] == "http://proxy.example:3128"
+    headers = service.token_headers[0]
+    assert headers["content-type"] == "application/x-www-form-urlencoded"
+    assert headers["user-agent"].startswith("semansys-auth/")
+
+
+def test_requests_the_token_answers_headers_reach_the_core() -> None:
+    service = Service()
+    session, _ = requests_session(service)
+    service.token_answers = [(503, {"Retry-After": "100"}, b"busy")]
+    with pytest.raises(TokenEndpointUnavailableError) as failed:
+        make_auth(requests_session=session, max_retries=1).get_token()
+    assert failed.value.retry_after == 100
+
+
+def test_requests_the_resend_keeps_the_401s_cookies_the_send_options_and_the_hooks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service = Service()
+    session, adapter = requests_session(service, urllib3_raw=True)
+    adapter.set_cookie = "visit=abc"
+    auth = make_auth(requests_session=session)
+    seen: list[int] = []
+    session.post(API, data=b"payload", auth=auth)
+    service.refuse = 1
+    with caplog.at_level(logging.DEBUG, logger="semansys_auth"):
+        response = session.post(
+            API + "?key=hidden-value",
+            data=b"payload",
+            auth=auth,
+            timeout=7,
+            hooks={"response": [lambda r, **kwargs: seen.append(r.status_code)]},
+        )
+    assert response.status_code == 200
+    first, resend = [kwargs for r, kwargs in adapter.sent if r.path_url.startswith("/v1")][1:]
+    assert resend["timeout"] == first["timeout"] == 7
+    assert response.request.headers["Cookie"] == "visit=abc"
+    assert "API answered 401 to POST /v1/items: renewing" in caplog.text
+    assert "hidden-value" not in caplog.text
+    assert b"".join(response.history[0].iter_content(8)) == b"not this token"
+    # Sent again by hand: the user's hook runs, and no second resend happens.
+    seen.clear()
+    service.refuse = 1
+    again = session.send(response.request)
+    assert again.status_code == 401 and seen == [401]
+    assert service.grants == ["password", "refresh_token"]
+
+
+def test_requests_a_compressed_or_broken_401_before_the_resend() -> None:
+    service = Service()
+    session, adapter = requests_session(service, urllib3_raw=True)
+    auth = make_auth(requests_session=session)
+    session.post(API, data=b"payload", auth=auth)
+    service.refuse = 1
+    service.refusal = gzip.compress(b"refused, decoded")
+    adapter.encoding_401 = "gzip"
+    response = session.post(API, data=b"payload", auth=auth)
+    assert response.status_code == 200
+    assert response.history[0].content == b"refused, decoded"
+    service.refuse = 1
+    adapter.encoding_401 = None
+    adapter.fail_401 = True
+    response = session.post(API, data=b"payload", auth=auth)
+    assert response.status_code == 200, "a broken 401 body does not stop the resend"
+    assert response.history[0].content == b""
+
+
+class Untellable(io.BytesIO):
+    def tell(self) -> int:
+        raise OSError("cannot tell")
+
+
+def test_requests_a_body_whose_start_is_unknown_is_not_resent() -> None:
+    service = Service()
+    session, _ = requests_session(service)
+    auth = make_auth(requests_session=session)
+    session.post(API, data=b"payload", auth=auth)
+    service.refuse = 1
+    assert session.post(API, data=Untellable(b"body"), auth=auth).status_code == 401
+    assert service.grants == ["password"]
+
+
+def test_requests_an_early_renewal_runs_in_the_background() -> None:
+    service = Service()
+    service.token_answers = [
+        (
+            200,
+            {},
+            json.dumps(
+                {
+                    "access_token": "at-1",
+                    "token_type": "bearer",
+                    "expires_in": 2,
+                    "refresh_token": "r",
+                }
+            ).encode(),
+        )
+    ]
+    service.issued = 1
+    session, adapter = requests_session(service)
+    auth = make_auth(requests_session=session, leeway=60.0)
+    assert auth.get_token() == "at-1"
+    time.sleep(1.1)  # renewal due (half the lifetime), the token still valid
+    assert auth.get_token() == "at-1", "the caller goes on with the valid token"
+    deadline = time.monotonic() + 5
+    while auth.get_token() == "at-1" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert auth.get_token() == "at-2"
+    assert adapter.threads[-1].name == "semansys-auth-renewal"

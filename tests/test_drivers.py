@@ -68,6 +68,7 @@ class Endpoint:
 
 
 def make_shell(clock: Clock | None = None, **options: Any) -> Shell:
+    options.setdefault("cache_wait", 0.5)
     return Shell(make_core(clock or Clock(), **options), RenewalLock())
 
 
@@ -124,8 +125,11 @@ def test_a_first_token_is_requested_once_and_the_lock_left_free() -> None:
     assert lock_is_free(shell)
 
 
-def test_every_blocking_effect_is_carried_out_in_the_callers_thread() -> None:
-    """Keys, the cache's lock, load, save, unlock and on_token, in order."""
+def test_every_blocking_effect_is_carried_out_in_the_callers_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Keys, the cache's lock, load, save, unlock and on_token, in order, and
+    none of them fails."""
     cache = LockableCache()
     seen: list[tuple[str, threading.Thread]] = []
     shell = make_shell(
@@ -136,6 +140,7 @@ def test_every_blocking_effect_is_carried_out_in_the_callers_thread() -> None:
     assert cache.calls == ["acquire", "load", "save", "release"]
     assert not cache.held
     assert cache.token(shell.core) == token
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert seen == [("password", threading.current_thread())]
     # A second object with the same cache takes the token from it, with no request.
     other = make_shell(cache=cache)
@@ -200,7 +205,7 @@ def test_an_advisory_renewal_in_the_background_does_not_hold_up_the_caller() -> 
     endpoint = Endpoint()
 
     def slow(request: EndpointRequest) -> EndpointResponse:
-        assert gate.wait(10)
+        assert gate.wait(2)
         return endpoint(request)
 
     start = time.monotonic()
@@ -217,6 +222,7 @@ def test_an_advisory_renewal_in_the_background_does_not_hold_up_the_caller() -> 
     assert endpoint.grants == ["refresh_token"]
     assert endpoint.threads[0].name == "semansys-auth-renewal"
     assert endpoint.threads[0] is not threading.current_thread()
+    assert endpoint.threads[0].daemon, "a hung renewal does not keep the process alive"
 
 
 def test_an_advisory_renewal_without_a_background_runs_in_place() -> None:
@@ -258,8 +264,10 @@ def test_a_failed_background_renewal_is_a_warning_without_secrets(
 def test_a_second_background_renewal_is_not_started_while_one_runs() -> None:
     shell = make_shell()
     gate = threading.Event()
+    sent: list[EndpointRequest] = []
 
     def waiting(request: EndpointRequest) -> EndpointResponse:
+        sent.append(request)
         assert gate.wait(10)
         return ok()
 
@@ -269,15 +277,21 @@ def test_a_second_background_renewal_is_not_started_while_one_runs() -> None:
         )
         return None
 
-    first = flow()
-    assert shell.detach(first, waiting)
+    assert shell.detach(flow(), waiting)
+    first_thread = shell._background
     second = flow()
-    next(second)
     assert shell.detach(second, waiting)
     assert second.gi_frame is None, "closed, not run"
+    time.sleep(0.1)
+    assert len(sent) == 1 and shell._background is first_thread
     gate.set()
-    assert shell._background is not None
+    assert first_thread is not None
+    first_thread.join(5)
+    # Once it has ended, the next advisory renewal gets a thread of its own.
+    assert shell.detach(flow(), waiting)
+    assert shell._background is not first_thread
     shell._background.join(5)
+    assert len(sent) == 2
 
 
 def test_a_lock_free_look_at_the_cache() -> None:

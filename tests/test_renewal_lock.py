@@ -533,3 +533,91 @@ def test_give_back_async_without_a_cache_lock_releases_in_place() -> None:
 
     holder, waited = asyncio.run(main())
     assert holder.ended and waited is Lock.ENDED
+
+
+def test_tasks_of_several_loops_and_backends_wait_for_one_renewal_together() -> None:
+    """Each event loop (asyncio in two threads, trio in a third) waits on its
+    own wakeup; the renewal of another thread ends them all."""
+    lock = RenewalLock()
+    renewer = Holder()
+    assert lock.take(renewer, 0) is Lock.TAKEN
+    outcomes: list[Any] = []
+
+    async def waiters() -> None:
+        async def one() -> None:
+            outcomes.append(await lock.take_async(Holder.current_task(), 10.0))
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                for _ in range(3):
+                    group.start_soon(one)
+
+    threads = [
+        threading.Thread(target=anyio.run, args=(waiters,), kwargs={"backend": backend})
+        for backend in ("asyncio", "trio", "asyncio")
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    assert outcomes == []
+    lock.release(renewer)
+    for thread in threads:
+        thread.join(10)
+    assert outcomes == [Lock.ENDED] * 9
+
+
+def test_a_renewal_on_one_loop_wakes_its_waiters_and_those_of_another_loop() -> None:
+    lock = RenewalLock()
+    other_loop: list[Lock] = []
+    started = threading.Event()
+
+    def elsewhere() -> None:
+        async def wait() -> None:
+            started.set()
+            other_loop.append(await lock.take_async(Holder.current_task(), 10.0))
+
+        asyncio.run(wait())
+
+    async def main() -> Lock:
+        renewer = Holder.current_task()
+        assert await lock.take_async(renewer, 0) is Lock.TAKEN
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        waiter = asyncio.ensure_future(lock.take_async(Holder.current_task(), 10.0))
+        await asyncio.to_thread(started.wait, 5)
+        await asyncio.sleep(0.05)
+        lock.release(renewer)
+        here = await asyncio.wait_for(waiter, 2.0)
+        await asyncio.to_thread(thread.join, 5)
+        return here
+
+    assert asyncio.run(main()) is Lock.ENDED
+    assert other_loop == [Lock.ENDED]
+
+
+def test_a_waiting_task_takes_over_from_a_renewer_whose_loop_closed() -> None:
+    lock = RenewalLock()
+    started = asyncio.Event()
+
+    async def renewer() -> None:
+        assert await lock.take_async(Holder.current_task(), 0) is Lock.TAKEN
+        started.set()
+        await asyncio.sleep(3600)
+
+    async def begin() -> None:
+        asyncio.get_running_loop().create_task(renewer())
+        await started.wait()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(begin())
+
+    async def heir() -> tuple[Lock, Lock]:
+        timer = threading.Timer(0.2, loop.close)
+        timer.start()
+        taken = await lock.take_async(Holder.current_task(), 10.0)
+        probe = await asyncio.to_thread(lambda: lock.take(Holder(), 0.0))
+        return taken, probe
+
+    taken, probe = asyncio.run(heir())
+    assert taken is Lock.TAKEN
+    assert probe is Lock.BUSY, "the heir holds the lock now"
