@@ -1200,3 +1200,51 @@ def test_requests_an_early_renewal_runs_in_the_background() -> None:
         time.sleep(0.01)
     assert auth.get_token() == "at-2"
     assert adapter.threads[-1].name == "semansys-auth-renewal"
+
+
+class StallingTokenEndpoint:
+    """A token endpoint on loopback that sends the headers and a first part of
+    its answer at once, a second part after ``pause`` seconds, then nothing."""
+
+    def __init__(self, pause: float) -> None:
+        import socket
+
+        self.pause = pause
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/connect/token"
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{"
+            )
+            time.sleep(self.pause)
+            connection.sendall(b' "access_token"')
+            self.done.wait(10)
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def test_requests_each_read_of_a_token_answer_waits_only_the_time_left() -> None:
+    """requests' own transport (a private session per fetch): a read that
+    starts late in the timeout waits only what is left of it, not a whole
+    socket timeout."""
+    server = StallingTokenEndpoint(pause=0.7)
+    try:
+        auth = make_auth(token_url=server.url, timeout=1.0)
+        start = time.monotonic()
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            auth.get_token()
+        took = time.monotonic() - start
+    finally:
+        server.close()
+    assert 0.9 < took < 1.45
