@@ -256,7 +256,8 @@ def test_a_failed_background_renewal_is_a_warning_without_secrets(
         thread = shell._background
         assert thread is not None
         thread.join(10)
-    assert "background token renewal failed: ConnectionError: down" in caplog.text
+    (message,) = caplog.messages
+    assert message.startswith("background token renewal failed: ConnectionError: down")
     assert "rt-1" not in caplog.text and "pa55word" not in caplog.text
     assert first.refresh_token == "rt-1"
 
@@ -419,3 +420,28 @@ def test_an_async_waiter_gives_up_after_the_lock_wait() -> None:
 
     trio.run(main)
     shell.lock.release(holder)
+
+
+def test_a_cache_lock_that_cannot_be_released_is_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class StuckLock(LockableCache):
+        def lock(self, key: str) -> Any:
+            inner = super().lock(key)
+
+            class Stuck:
+                def acquire(self, timeout: float) -> bool:
+                    return bool(inner.acquire(timeout))
+
+                def release(self) -> None:
+                    raise OSError("lease lost for s3cret-client")
+
+            return Stuck()
+
+    shell = make_shell(cache=StuckLock())
+    with caplog.at_level(logging.WARNING, logger="semansys_auth"):
+        token = run_blocking(shell.core.renewal(), shell, Endpoint())
+    assert token.access_token == "at-1"
+    assert "token cache unlock failed: OSError: lease lost for" in caplog.text
+    assert "s3cret-client" not in caplog.text
+    assert lock_is_free(shell)

@@ -482,7 +482,7 @@ def test_a_cache_lock_got_after_a_take_over_is_let_go_at_once(
     failing = Cache(fail="release")
     with caplog.at_level(logging.WARNING, logger="semansys_auth"):
         assert lock.try_cache(late, failing, "k2") is True
-    assert "token cache unlock failed: OSError" in caplog.text
+    assert caplog.messages == ["token cache unlock failed: OSError"]
 
 
 def test_give_back_releases_the_cache_lock_and_the_renewal_lock(
@@ -495,7 +495,7 @@ def test_give_back_releases_the_cache_lock_and_the_renewal_lock(
     assert lock.try_cache(holder, cache, "k") is True
     with caplog.at_level(logging.WARNING, logger="semansys_auth"):
         lock.give_back(holder)  # a failing release is only a warning here
-    assert "token cache unlock failed" in caplog.text
+    assert caplog.messages == ["token cache unlock failed: OSError"]
     assert holder.cache_lock is None and holder.ended
     assert in_thread(lock.take, Holder(), 0.0) is Lock.TAKEN
 
