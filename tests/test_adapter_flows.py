@@ -52,6 +52,7 @@ class Service:
     def __init__(self) -> None:
         self.issued = 0
         self.grants: list[str] = []
+        self.token_bodies: list[bytes] = []
         self.token_headers: list[dict[str, str]] = []
         self.token_answers: list[tuple[int, dict[str, str], bytes]] = []
         self.refuse = 0
@@ -61,6 +62,7 @@ class Service:
     def token(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         fields = {k: v[0] for k, v in parse_qs(body.decode()).items()}
         self.grants.append(fields["grant_type"])
+        self.token_bodies.append(body)
         self.token_headers.append({k.lower(): v for k, v in headers.items()})
         if self.token_answers:
             return self.token_answers.pop(0)
@@ -991,7 +993,8 @@ def test_httpx_a_token_request_carries_its_length_and_a_timeout_names_it(use_asy
     transport = HttpxTransport(service)
     httpx_send(transport, make_auth(), use_async=use_async)
     token_request = transport.requests[0]
-    assert token_request.headers["Content-Length"] == str(len(token_request.content))
+    assert token_request.headers["Content-Length"] == str(len(service.token_bodies[0]))
+    assert int(token_request.headers["Content-Length"]) > 100
     assert "Transfer-Encoding" not in token_request.headers
     slow = Service()
     slow.token_answers = [(200, {}, b" " * (20 * CHUNK))]
@@ -1226,12 +1229,14 @@ def test_requests_an_early_renewal_runs_in_the_background() -> None:
 
 class StallingTokenEndpoint:
     """A token endpoint on loopback that sends the headers and a first part of
-    its answer at once, a second part after ``pause`` seconds, then nothing."""
+    its answer after ``head_pause`` seconds, a second part ``pause`` seconds
+    later, then nothing."""
 
-    def __init__(self, pause: float) -> None:
+    def __init__(self, pause: float, head_pause: float = 0.0) -> None:
         import socket
 
         self.pause = pause
+        self.head_pause = head_pause
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/connect/token"
         self.done = threading.Event()
@@ -1242,12 +1247,13 @@ class StallingTokenEndpoint:
         connection, _ = self.listener.accept()
         with connection:
             connection.recv(65536)
+            self.done.wait(self.head_pause)
             connection.sendall(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 1000\r\n\r\n{"
             )
-            time.sleep(self.pause)
-            connection.sendall(b' "access_token"')
+            if not self.done.wait(self.pause):
+                connection.sendall(b' "access_token"')
             self.done.wait(10)
 
     def close(self) -> None:
@@ -1266,6 +1272,39 @@ def test_requests_each_read_of_a_token_answer_waits_only_the_time_left() -> None
         start = time.monotonic()
         with pytest.raises(requests.exceptions.ReadTimeout):
             auth.get_token()
+        took = time.monotonic() - start
+    finally:
+        server.close()
+    assert 0.9 < took < 1.45
+
+
+@pytest.mark.parametrize("use_async", ASYNC)
+def test_httpx_each_read_of_a_token_answer_waits_only_the_time_left(use_async: bool) -> None:
+    """httpx's own transport: a body that starts late in the timeout is read
+    only for what is left of it, not for a whole read timeout."""
+    server = StallingTokenEndpoint(pause=10.0, head_pause=0.7)
+    auth = make_auth(token_url=server.url, timeout=1.0)
+    request = httpx.Request("GET", API)
+
+    async def fetch_async() -> None:
+        flow = auth.async_auth_flow(request)
+        sent = await anext(flow)
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            await flow.asend(await client.send(sent, stream=True))
+
+    def fetch() -> None:
+        if use_async:
+            asyncio.run(fetch_async())
+            return
+        flow = auth.sync_auth_flow(request)
+        sent = next(flow)
+        with httpx.Client(timeout=10.0) as client:
+            flow.send(client.send(sent, stream=True))
+
+    try:
+        start = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            fetch()
         took = time.monotonic() - start
     finally:
         server.close()
