@@ -83,7 +83,7 @@ def lock_is_free(shell: Shell) -> bool:
 
     thread = threading.Thread(target=probe)
     thread.start()
-    thread.join(5)
+    thread.join(3)
     return result == [Lock.TAKEN]
 
 
@@ -178,7 +178,7 @@ def test_threads_that_need_a_token_share_one_renewal() -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(10)
+        thread.join(3)
     assert len(endpoint.requests) == 1
     assert len(tokens) == 8 and {token.access_token for token in tokens} == {"at-1"}
 
@@ -247,7 +247,7 @@ def test_a_failed_background_renewal_is_a_warning_without_secrets(
     gate = threading.Event()
 
     def failing(request: EndpointRequest) -> EndpointResponse:
-        gate.wait(10)
+        gate.wait(3)
         raise ConnectionError(f"down, refresh token {request.body.decode()}")
 
     with caplog.at_level(logging.WARNING, logger="semansys_auth"):
@@ -255,7 +255,7 @@ def test_a_failed_background_renewal_is_a_warning_without_secrets(
         gate.set()
         thread = shell._background
         assert thread is not None
-        thread.join(10)
+        thread.join(3)
     (message,) = caplog.messages
     assert message.startswith("background token renewal failed: ConnectionError: down")
     assert "rt-1" not in caplog.text and "pa55word" not in caplog.text
@@ -269,7 +269,7 @@ def test_a_second_background_renewal_is_not_started_while_one_runs() -> None:
 
     def waiting(request: EndpointRequest) -> EndpointResponse:
         sent.append(request)
-        assert gate.wait(10)
+        assert gate.wait(3)
         return ok()
 
     def flow() -> Any:
@@ -287,11 +287,11 @@ def test_a_second_background_renewal_is_not_started_while_one_runs() -> None:
     assert len(sent) == 1 and shell._background is first_thread
     gate.set()
     assert first_thread is not None
-    first_thread.join(5)
+    first_thread.join(3)
     # Once it has ended, the next advisory renewal gets a thread of its own.
     assert shell.detach(flow(), waiting)
     assert shell._background is not first_thread
-    shell._background.join(5)
+    shell._background.join(3)
     assert len(sent) == 2
 
 
@@ -323,7 +323,7 @@ def test_async_tasks_share_one_renewal_and_block_nothing(backend: str) -> None:
         async def caller() -> None:
             tokens.append(await run_async(shell.core.renewal(), shell, endpoint.send_async))
 
-        with anyio.fail_after(10):
+        with anyio.fail_after(3):
             async with anyio.create_task_group() as group:
                 for _ in range(20):
                     group.start_soon(caller)

@@ -69,7 +69,7 @@ def in_thread(function: Any, *args: Any) -> Any:
 
     thread = threading.Thread(target=target)
     thread.start()
-    thread.join(10)
+    thread.join(3)
     assert result, "the thread did not finish in time"
     kind, value = result[0]
     if kind == "error":
@@ -210,14 +210,14 @@ def test_a_waiting_thread_goes_on_as_soon_as_the_renewal_ends() -> None:
 
     def waiter() -> None:
         start = time.monotonic()
-        outcome.append((lock.take(Holder(), 10.0), time.monotonic() - start))
+        outcome.append((lock.take(Holder(), 3.0), time.monotonic() - start))
 
     thread = threading.Thread(target=waiter)
     thread.start()
     time.sleep(0.2)
     assert not outcome, "it waits while the renewal is under way"
     lock.release(renewer)
-    thread.join(5)
+    thread.join(3)
     ((taken, waited),) = outcome
     assert taken is Lock.ENDED, "it looks at the token again; it does not take the lock"
     assert 0.15 < waited < 2.0
@@ -287,14 +287,14 @@ def test_a_waiting_thread_notices_a_vanished_holder_within_a_moment() -> None:
 
     def waiter() -> None:
         start = time.monotonic()
-        outcome.append((lock.take(Holder(), 10.0), time.monotonic() - start))
+        outcome.append((lock.take(Holder(), 3.0), time.monotonic() - start))
 
     thread = threading.Thread(target=waiter)
     thread.start()
     time.sleep(0.1)
     closed_at = time.monotonic()
     loop.close()
-    thread.join(5)
+    thread.join(3)
     ((taken, _),) = outcome
     assert taken is Lock.TAKEN
     assert time.monotonic() - closed_at < 0.6
@@ -312,7 +312,7 @@ def test_tasks_of_one_loop_wait_for_a_renewal_there_and_go_on_together() -> None
         assert await lock.take_async(Holder(), 0.0) is Lock.BUSY
 
         async def waiter() -> Lock:
-            return await lock.take_async(Holder.current_task(), 10.0)
+            return await lock.take_async(Holder.current_task(), 3.0)
 
         tasks = [asyncio.ensure_future(waiter()) for _ in range(20)]
         await asyncio.sleep(0.1)
@@ -339,14 +339,14 @@ def test_a_task_waits_without_blocking_its_loop_for_a_renewal_in_a_thread() -> N
                 await asyncio.sleep(0.01)
 
         async def waiter() -> Lock:
-            return await lock.take_async(Holder.current_task(), 10.0)
+            return await lock.take_async(Holder.current_task(), 3.0)
 
         tick = asyncio.ensure_future(ticker())
         tasks = [asyncio.ensure_future(waiter()) for _ in range(5)]
         await asyncio.sleep(0.2)
         released = time.monotonic()
         threading.Thread(target=lock.release, args=(renewer,)).start()
-        outcome = await asyncio.wait_for(asyncio.gather(*tasks), 5.0)
+        outcome = await asyncio.wait_for(asyncio.gather(*tasks), 3.0)
         tick.cancel()
         return outcome, time.monotonic() - released
 
@@ -379,9 +379,9 @@ def test_trio_tasks_wait_for_a_renewal_on_their_run() -> None:
         results: list[Lock] = []
 
         async def waiter() -> None:
-            results.append(await lock.take_async(Holder.current_task(), 10.0))
+            results.append(await lock.take_async(Holder.current_task(), 3.0))
 
-        with trio.fail_after(5):
+        with trio.fail_after(3):
             async with trio.open_nursery() as nursery:
                 for _ in range(3):
                     nursery.start_soon(waiter)
@@ -402,7 +402,7 @@ def test_followers_look_for_themselves_when_their_watcher_is_cancelled() -> None
 
     async def main() -> tuple[Lock, float]:
         async def waiter() -> Lock:
-            return await lock.take_async(Holder.current_task(), 10.0)
+            return await lock.take_async(Holder.current_task(), 3.0)
 
         watcher = asyncio.ensure_future(waiter())
         await asyncio.sleep(0.02)
@@ -412,7 +412,7 @@ def test_followers_look_for_themselves_when_their_watcher_is_cancelled() -> None
         await asyncio.sleep(0.01)
         lock.release(renewer)
         released = time.monotonic()
-        taken = await asyncio.wait_for(follower, 5.0)
+        taken = await asyncio.wait_for(follower, 3.0)
         return taken, time.monotonic() - released
 
     taken, after = asyncio.run(main())
@@ -526,7 +526,7 @@ def test_give_back_async_without_a_cache_lock_releases_in_place() -> None:
     async def main() -> tuple[Holder, Lock]:
         holder = Holder.current_task()
         assert await lock.take_async(holder, 0) is Lock.TAKEN
-        waiter = asyncio.ensure_future(lock.take_async(Holder(), 10.0))
+        waiter = asyncio.ensure_future(lock.take_async(Holder(), 3.0))
         await asyncio.sleep(0.02)
         await lock.give_back_async(holder)
         return holder, await asyncio.wait_for(waiter, 2.0)
@@ -545,9 +545,9 @@ def test_tasks_of_several_loops_and_backends_wait_for_one_renewal_together() -> 
 
     async def waiters() -> None:
         async def one() -> None:
-            outcomes.append(await lock.take_async(Holder.current_task(), 10.0))
+            outcomes.append(await lock.take_async(Holder.current_task(), 3.0))
 
-        with anyio.fail_after(5):
+        with anyio.fail_after(3):
             async with anyio.create_task_group() as group:
                 for _ in range(3):
                     group.start_soon(one)
@@ -562,7 +562,7 @@ def test_tasks_of_several_loops_and_backends_wait_for_one_renewal_together() -> 
     assert outcomes == []
     lock.release(renewer)
     for thread in threads:
-        thread.join(10)
+        thread.join(3)
     assert outcomes == [Lock.ENDED] * 9
 
 
@@ -574,7 +574,7 @@ def test_a_renewal_on_one_loop_wakes_its_waiters_and_those_of_another_loop() -> 
     def elsewhere() -> None:
         async def wait() -> None:
             started.set()
-            other_loop.append(await lock.take_async(Holder.current_task(), 10.0))
+            other_loop.append(await lock.take_async(Holder.current_task(), 3.0))
 
         asyncio.run(wait())
 
@@ -583,12 +583,12 @@ def test_a_renewal_on_one_loop_wakes_its_waiters_and_those_of_another_loop() -> 
         assert await lock.take_async(renewer, 0) is Lock.TAKEN
         thread = threading.Thread(target=elsewhere)
         thread.start()
-        waiter = asyncio.ensure_future(lock.take_async(Holder.current_task(), 10.0))
-        await asyncio.to_thread(started.wait, 5)
+        waiter = asyncio.ensure_future(lock.take_async(Holder.current_task(), 3.0))
+        await asyncio.to_thread(started.wait, 3)
         await asyncio.sleep(0.05)
         lock.release(renewer)
         here = await asyncio.wait_for(waiter, 2.0)
-        await asyncio.to_thread(thread.join, 5)
+        await asyncio.to_thread(thread.join, 3)
         return here
 
     assert asyncio.run(main()) is Lock.ENDED
@@ -614,7 +614,7 @@ def test_a_waiting_task_takes_over_from_a_renewer_whose_loop_closed() -> None:
     async def heir() -> tuple[Lock, Lock]:
         timer = threading.Timer(0.2, loop.close)
         timer.start()
-        taken = await lock.take_async(Holder.current_task(), 10.0)
+        taken = await lock.take_async(Holder.current_task(), 3.0)
         probe = await asyncio.to_thread(lambda: lock.take(Holder(), 0.0))
         return taken, probe
 
