@@ -1309,3 +1309,19 @@ def test_httpx_each_read_of_a_token_answer_waits_only_the_time_left(use_async: b
     finally:
         server.close()
     assert 0.9 < took < 1.45
+
+
+def test_httpx_a_clients_shorter_read_timeout_bounds_the_token_answer() -> None:
+    server = StallingTokenEndpoint(pause=10.0)
+    auth = make_auth(token_url=server.url, timeout=3.0)
+    try:
+        with httpx.Client(timeout=0.5) as client:
+            flow = auth.sync_auth_flow(client.build_request("GET", API))
+            sent = next(flow)
+            start = time.monotonic()
+            with pytest.raises(httpx.ReadTimeout):
+                flow.send(client.send(sent, stream=True))
+            took = time.monotonic() - start
+    finally:
+        server.close()
+    assert took < 1.5, "the client's 0.5 s read timeout, not the token's 3 s"

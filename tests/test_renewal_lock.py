@@ -254,7 +254,10 @@ def test_a_lock_left_by_an_ended_thread_is_taken_over_with_its_cache_lock(
     heir = Holder()
     with caplog.at_level(logging.WARNING, logger="semansys_auth"):
         assert lock.take(heir, 0) is Lock.TAKEN
-    assert "is gone" in caplog.text
+    assert caplog.messages == [
+        "the caller that was renewing the token is gone (its thread or task ended, or its "
+        "event loop closed or stopped) and left the renewal unfinished: renewing here instead"
+    ]
     assert vanished.ended and vanished.cache_lock is None
     assert heir.cache_lock is left_behind
     assert lock.try_cache(heir, cache, "k") is True, "it has that cache lock already"
