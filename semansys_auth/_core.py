@@ -87,7 +87,6 @@ class TokenCore:
         # How long a caller waits for another caller's renewal, and for another
         # process's cache lock; then it gives up, or renews without that lock.
         self.lock_wait = policy.renewal_budget(endpoint.timeout) * 2
-        self._take_lock = TakeLock(self.lock_wait)  # effects are immutable: made once
         self.cache_use = CacheUse(
             endpoint,
             cache,
@@ -172,7 +171,7 @@ class TokenCore:
                     return current
                 return (yield from self._holding_lock(refused, advisory=True))
             failure = self._failure
-            taken = yield self._take_lock
+            taken = yield TakeLock(self.lock_wait)
             if taken is Lock.TAKEN:
                 return (yield from self._holding_lock(refused, advisory=False))
             if taken is Lock.BUSY:

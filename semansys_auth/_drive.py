@@ -210,8 +210,8 @@ async def carry_out_async(flow: Flow, shell: Shell) -> AsyncGenerator[Any, Endpo
                     steps.reply((yield effect))
                 elif isinstance(effect, TakeLock):
                     preload_for_renewal()
-                    taken, holder = await shell.lock.take_async(effect.wait)
-                    steps.reply(taken)
+                    holder = holder or Holder.current_task()
+                    steps.reply(await shell.lock.take_async(holder, effect.wait))
                 elif isinstance(effect, ReleaseLock):
                     assert holder is not None
                     shell.lock.release(holder)

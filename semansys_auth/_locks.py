@@ -39,7 +39,6 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
 
 from ._effects import Lock
 from ._fork import reset_after_fork
@@ -182,13 +181,10 @@ class RenewalLock:
 
     # -- the renewal lock -------------------------------------------------------------
 
-    def _try_take(
-        self, holder: Holder | Callable[[], Holder], waited_for: Holder | None
-    ) -> Lock | None:
+    def _try_take(self, holder: Holder, waited_for: Holder | None) -> Lock | None:
         """Under ``_state``: TAKEN (free, or its holder has gone: taken over with
         the cache lock it held), ENDED (the renewal ``waited_for`` is over), or
-        None (busy). ``holder`` may be a function that makes it: called only
-        when the lock is taken (a task that only waits needs no record)."""
+        None (busy)."""
         current = self._holder
         if waited_for is not None and current is not waited_for:
             return Lock.ENDED
@@ -200,12 +196,9 @@ class RenewalLock:
                 "ended, or its event loop closed or stopped) and left the renewal "
                 "unfinished: renewing here instead"
             )
-            taker = holder if isinstance(holder, Holder) else holder()
-            taker.cache_lock, current.cache_lock = current.cache_lock, None
+            holder.cache_lock, current.cache_lock = current.cache_lock, None
             current.ended = True
-            self._holder = taker
-            return Lock.TAKEN
-        self._holder = holder if isinstance(holder, Holder) else holder()
+        self._holder = holder
         return Lock.TAKEN
 
     def take(self, holder: Holder, wait: float) -> Lock:
@@ -230,10 +223,9 @@ class RenewalLock:
                     return Lock.BUSY
                 self._state.wait(min(left, _STALE_CHECK))
 
-    async def take_async(self, wait: float) -> tuple[Lock, Holder | None]:
+    async def take_async(self, holder: Holder, wait: float) -> Lock:
         """For async tasks: take the lock, or wait at most ``wait`` seconds for
-        the renewal under way to end, without blocking the event loop. Returns
-        the outcome, and the holder record of this task if it took the lock.
+        the renewal under way to end, without blocking the event loop.
 
         The first task of a loop to wait watches the renewal (short sleeps, or
         the loop's event when the renewer runs on this loop); the others sleep
@@ -244,11 +236,9 @@ class RenewalLock:
         waited_for = None
         while True:
             with self._state:  # held by anyone for microseconds only
-                taken = self._try_take(Holder.current_task, waited_for)
-                if taken is Lock.TAKEN:
-                    return taken, self._holder
+                taken = self._try_take(holder, waited_for)
                 if taken is not None or wait <= 0:
-                    return taken or Lock.BUSY, None
+                    return taken or Lock.BUSY
                 current = self._holder
                 assert current is not None
                 waited_for = current
@@ -263,7 +253,7 @@ class RenewalLock:
             if time.monotonic() >= deadline:
                 if watcher:
                     wakeup[1] = False
-                return Lock.BUSY, None
+                return Lock.BUSY
             if watcher:
                 await self._watch(current, wakeup, deadline)
             else:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_token_core import Clock, answer, make_core, ok, requests_of, run
 
+from core_parts import Clock, make_core, ok, requests_of, run
 from semansys_auth import MemoryTokenCache, Token, UserCredentialsError
 from semansys_auth._policy import Due
+from token_parts import answer
 
 HOUR = 3600.0
 

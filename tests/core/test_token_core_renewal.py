@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_token_core import Clock, answer, make_core, ok
 
+from core_parts import Clock, make_core, ok
 from semansys_auth import TokenEndpointUnavailableError, UserCredentialsError
 from semansys_auth._effects import (
     DeriveKeys,
@@ -22,6 +22,7 @@ from semansys_auth._effects import (
 )
 from semansys_auth._policy import Due
 from semansys_auth._wire import EndpointRequest
+from token_parts import answer
 
 
 def test_effects_are_immutable_values_that_show_no_secret() -> None:
@@ -199,7 +200,7 @@ def test_an_advisory_failure_keeps_the_token_and_releases_the_lock() -> None:
 
 def test_a_401_renewal_with_the_cache() -> None:
     """The whole sequence with a cache, compared as data."""
-    from test_token_core import RecordingCache
+    from fake_caches import RecordingCache
 
     core = make_core(Clock(), cache=RecordingCache())
     flow = core.renewal()

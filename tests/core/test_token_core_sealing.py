@@ -15,17 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from test_token_answers import URL, endpoint
-from test_token_core import (
-    Clock,
-    RecordingCache,
-    Shell,
-    make_core,
-    ok,
-    requests_of,
-    run,
-    sealed,
-)
 
+from core_parts import Clock, Shell, make_core, ok, requests_of, run, sealed
+from fake_caches import RecordingCache
 from semansys_auth._core import TokenCore
 from semansys_auth._effects import DeriveKeys, LoadCache, SaveCache
 from semansys_auth._entry import MAX_ENTRY_BYTES, seal, unseal
