@@ -368,19 +368,25 @@ class HttpxAdapter:
                 return
 
     async def async_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
-        steps = Steps(self._flow(request))
-        for item in steps:
-            if isinstance(item, _Drain):
+        flow = self._flow(request)
+        item = next(flow)
+        while True:
+            result: Any = None
+            if type(item) is _Drain:
                 await drain_401_async(item.response)
-            elif isinstance(item, _Renew):
+            elif type(item) is _Renew:
                 async with aclosing(self._renewed_async(request, item.refused)) as renewal:
                     async for step in renewal:
                         if isinstance(step, _Exchange):
                             step.response = yield step.request
                         else:
-                            steps.reply(step)
+                            result = step
             else:
-                steps.reply((yield item))
+                result = yield item
+            try:
+                item = flow.send(result)
+            except StopIteration:
+                break
 
     def _renewed_sync(self, template: Any, refused: str | None) -> Generator[Any, Any, Token]:
         steps = Steps(carry_out(self._core.renewal(refused), self._shell))
