@@ -174,8 +174,9 @@ class SemansysEmulator:
         """Whether API requests without `x-api-version` are answered 400."""
         self.on_request = on_request
         """Called with a [RecordedRequest][semansys_auth.testing.RecordedRequest]
-        for each request answered, in the thread that served it, after the
-        answer was sent (also when the client hung up first); None: nobody is
+        for each request answered, in the thread that served it, just before
+        the answer is sent (which is sent whatever the hook does; so a client
+        sees the hook's effect of its earlier requests); None: nobody is
         called. It sees every request, including those the request log leaves out
         (kind `"other"`: an unknown path, or a GET of the token endpoint).
         `semansys-auth emulator -v` uses it to log each request. It must be

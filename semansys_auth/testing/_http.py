@@ -135,9 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
         if entry.kind != "other":  # the log keeps what was served
             owner._record(entry)
         try:
-            self._send(*answer)
-        finally:
             owner._served(entry)
+        finally:
+            self._send(*answer)
 
     def _token(self, path: str, body: bytes, received_at: float) -> tuple[RecordedRequest, _Reply]:
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}

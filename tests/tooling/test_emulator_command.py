@@ -260,7 +260,7 @@ def test_a_failing_hook_leaves_the_answers_alone(
         reply = requests.get(semansys_emulator.api_url + "/a", timeout=10)
         assert reply.status_code == 401 and reply.json() == {"message": "invalid or expired token"}
     assert len(calls) == 2
-    # The server thread prints each failure (between two rules of dashes) after
+    # The server thread prints each failure (between two rules of dashes) once
     # the answer went out: wait for both, so that none is printed after the test.
     printed = ""
     deadline = time.monotonic() + 10
