@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_caches import FailingCache, FailingLock
 from helpers import send
 from semansys_auth import FileTokenCache, Token
 from semansys_auth._core import TokenCore
@@ -20,47 +21,6 @@ from semansys_auth._entry import seal
 from semansys_auth.testing import SemansysEmulator
 
 METHODS = ["load", "save", "lock", "acquire", "release"]
-
-
-class FailingLock:
-    def __init__(self, failing: str) -> None:
-        self.failing = failing
-        self.held = False
-
-    def acquire(self, timeout: float) -> bool:
-        if self.failing == "acquire":
-            raise OSError("lock on fire")
-        self.held = True
-        return True
-
-    def release(self) -> None:
-        self.held = False
-        if self.failing == "release":
-            raise OSError("unlock on fire")
-
-
-class FailingCache:
-    """A cache whose one method ``failing`` raises; the others work."""
-
-    def __init__(self, failing: str) -> None:
-        self.failing = failing
-        self.tokens: dict[str, str] = {}
-        self.the_lock = FailingLock(failing)
-
-    def load(self, key: str) -> str | None:
-        if self.failing == "load":
-            raise OSError("load on fire")
-        return self.tokens.get(key)
-
-    def save(self, key: str, entry: str) -> None:
-        if self.failing == "save":
-            raise OSError("save on fire")
-        self.tokens[key] = entry
-
-    def lock(self, key: str) -> FailingLock:
-        if self.failing == "lock":
-            raise OSError("lock() on fire")
-        return self.the_lock
 
 
 def from_other_threads(kind: str, emulator: SemansysEmulator, auth: object) -> list[int]:

@@ -14,49 +14,29 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+from wire_servers import _Listener
 
 from semansys_auth import SemansysAuth, TokenEndpointUnavailableError
 
 API = "http://127.0.0.1:9/api"  # never reached: no token is ever obtained
 
 
-class SlowDropServer:
+class SlowDropServer(_Listener):
     """Accepts connections, holds each ``delay`` seconds, then closes it
     unanswered; counts them."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
-        self.accepted = 0
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.05)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.accepted_count = 0
+        super().__init__()
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}/connect/token"
+    def token_url(self) -> str:
+        return f"{self.url}/connect/token"
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Timer(self.delay, conn.close).start()
-
-    def __enter__(self) -> SlowDropServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
+    def accepted(self, conn: socket.socket) -> None:
+        self.accepted_count += 1
+        threading.Timer(self.delay, conn.close).start()
 
 
 def auth_for(url: str) -> SemansysAuth:
@@ -74,7 +54,7 @@ def auth_for(url: str) -> SemansysAuth:
 @pytest.mark.timeout(30)
 def test_threads_share_a_dropped_renewal() -> None:
     with SlowDropServer(0.5) as server:
-        auth = auth_for(server.url)
+        auth = auth_for(server.token_url)
         errors: list[BaseException] = []
         took: list[float] = []
 
@@ -91,7 +71,7 @@ def test_threads_share_a_dropped_renewal() -> None:
             thread.start()
         for thread in threads:
             thread.join(20)
-    assert server.accepted == 1, "one token request for the five callers"
+    assert server.accepted_count == 1, "one token request for the five callers"
     own = [e for e in errors if isinstance(e, requests.ConnectionError)]
     shared = [e for e in errors if isinstance(e, TokenEndpointUnavailableError)]
     assert len(own) == 1 and len(shared) == 4, errors
@@ -104,7 +84,7 @@ def test_threads_share_a_dropped_renewal() -> None:
 @pytest.mark.timeout(30)
 def test_tasks_share_a_dropped_renewal() -> None:
     with SlowDropServer(0.5) as server:
-        auth = auth_for(server.url)
+        auth = auth_for(server.token_url)
 
         async def call(session: aiohttp.ClientSession) -> Any:
             # A POST: aiohttp sends an idempotent request again, middleware and
@@ -122,7 +102,7 @@ def test_tasks_share_a_dropped_renewal() -> None:
         started = time.monotonic()
         results = asyncio.run(asyncio.wait_for(main(), 20))
         took = time.monotonic() - started
-    assert server.accepted == 1
+    assert server.accepted_count == 1
     own = [r for r in results if isinstance(r, aiohttp.ClientError)]
     shared = [r for r in results if isinstance(r, TokenEndpointUnavailableError)]
     assert len(own) == 1 and len(shared) == 9, results
